@@ -1,0 +1,41 @@
+"""Exceptions raised by the engines. Each message says what to do about it."""
+
+from __future__ import annotations
+
+__all__ = [
+    "FacecastError",
+    "InvalidImageError",
+    "NoFaceError",
+    "NotAFaceError",
+    "FaceTooSmallError",
+    "InvalidAudioError",
+    "BackendUnavailableError",
+]
+
+
+class FacecastError(Exception):
+    """Base of every error facecast raises on purpose; str() is user-facing."""
+
+
+class InvalidImageError(FacecastError):
+    """The file is not an image we can decode (corrupt, truncated, not an image)."""
+
+
+class NoFaceError(FacecastError):
+    """The image decodes but no face was found in it."""
+
+
+class NotAFaceError(FacecastError):
+    """Something face-like was found but the landmarks are not trustworthy (animal, cartoon)."""
+
+
+class FaceTooSmallError(FacecastError):
+    """The face is too small in the image to animate well."""
+
+
+class InvalidAudioError(FacecastError):
+    """The file is not audio we can decode, or holds no samples."""
+
+
+class BackendUnavailableError(FacecastError):
+    """An optional inference backend (CUDA, onnxruntime, TensorRT) is not installed or usable."""

@@ -1,0 +1,1 @@
+"""facecast server side: CLI, offline rendering, media output (and later the live server)."""
