@@ -1,0 +1,245 @@
+"""Expression basis: how each ARKit-named coefficient moves the 478 landmarks of one face.
+
+Each coefficient at 1.0 displaces landmarks by a smooth field defined in a
+face-aligned frame (u: towards the subject's left eye, v: down the face,
+unit s ~ the inter-ocular distance), so the same definitions fit any portrait
+and any head roll. The renderer sums coefficient x basis, then applies pose.
+
+Eye blinks are not here: the renderer closes the lids in output space,
+which needs no inverse of a collapsing warp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from . import face_landmarks as fl
+from .motion_space import EXPRESSION_NAMES
+
+__all__ = ["FaceFrame", "face_frame", "build_expression_basis"]
+
+
+class FaceFrame:
+    """Landmarks expressed in the face-aligned frame, plus named regions."""
+
+    def __init__(self, landmarks: np.ndarray) -> None:
+        pts = landmarks[:, :2].astype(np.float64)
+        eye_r = pts[list(fl.RIGHT_EYE_UPPER + fl.RIGHT_EYE_LOWER)].mean(0)
+        eye_l = pts[list(fl.LEFT_EYE_UPPER + fl.LEFT_EYE_LOWER)].mean(0)
+        self.u = (eye_l - eye_r) / np.linalg.norm(eye_l - eye_r)
+        self.v = np.array([-self.u[1], self.u[0]])
+        self.scale = float(np.linalg.norm(pts[152] - pts[10]) / 2.2)
+        mouth = 0.5 * (pts[13] + pts[14])
+        rel = (pts - mouth) / self.scale
+        self.a = rel @ self.u  # (478,) across the face, 0 at the mouth centre
+        self.b = rel @ self.v  # (478,) down the face, 0 on the lip line
+        eye_rel = (0.5 * (eye_r + eye_l) - mouth) / self.scale
+        self.eye_line = float(eye_rel @ self.v)
+        self.mouth_half_width = float(abs((pts[291] - pts[61]) @ self.u) / (2 * self.scale))
+
+    def to_pixels(self, du: np.ndarray, dv: np.ndarray, dz: np.ndarray) -> np.ndarray:
+        """Face-frame displacements (each (478,), in units of s) -> (478, 3) pixels."""
+        xy = (du[:, None] * self.u + dv[:, None] * self.v) * self.scale
+        return np.concatenate([xy, (dz * self.scale)[:, None]], axis=1).astype(np.float32)
+
+
+def face_frame(landmarks: np.ndarray) -> FaceFrame:
+    return FaceFrame(landmarks)
+
+
+def _smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _bump(f: FaceFrame, a0: float, b0: float, ra: float, rb: float) -> np.ndarray:
+    """Gaussian weight (478,) around (a0, b0) in face units."""
+    return np.exp(-(((f.a - a0) / ra) ** 2) - ((f.b - b0) / rb) ** 2)
+
+
+def _indices_mask(indices: tuple[int, ...], exclude: tuple[int, ...] = ()) -> np.ndarray:
+    mask = np.zeros(fl.NUM_LANDMARKS)
+    mask[[i for i in indices if i not in exclude]] = 1.0
+    return mask
+
+
+_CORNERS = (61, 291, 78, 308)
+_LOWER_LIP = _indices_mask(fl.LIPS_INNER_LOWER + fl.LIPS_OUTER_LOWER, _CORNERS)
+_UPPER_LIP = _indices_mask(fl.LIPS_INNER_UPPER + fl.LIPS_OUTER_UPPER, _CORNERS)
+_UPPER_INNER = _indices_mask(fl.LIPS_INNER_UPPER, _CORNERS)
+_LOWER_INNER = _indices_mask(fl.LIPS_INNER_LOWER, _CORNERS)
+_CORNER_MASK = _indices_mask(_CORNERS)
+
+
+def _jaw_open(f: FaceFrame) -> np.ndarray:
+    # The mandible carries everything below the lip line; its hinge is near
+    # the ears, so the effect fades towards the sides of the face.
+    lateral = 1.0 - _smoothstep(0.7, 1.6, np.abs(f.a))
+    below = _smoothstep(-0.02, 0.12, f.b) * lateral
+    across = np.clip(1.0 - 0.5 * (f.a / max(f.mouth_half_width, 1e-3)) ** 2, 0.3, 1.0)
+    weight = np.where(_LOWER_LIP > 0, across, below)
+    weight = np.where(_CORNER_MASK > 0, 0.4, weight)
+    dv = 0.3 * weight - 0.02 * _UPPER_LIP * across
+    du = -0.04 * np.sign(f.a) * _CORNER_MASK
+    return np.stack([du, dv, 0.08 * weight])
+
+
+def _mouth_close(f: FaceFrame) -> np.ndarray:
+    lips = _LOWER_LIP * np.clip(1.0 - 0.5 * (f.a / f.mouth_half_width) ** 2, 0.3, 1.0)
+    dv = -0.22 * lips + 0.03 * _UPPER_INNER
+    return np.stack([np.zeros_like(dv), dv, np.zeros_like(dv)])
+
+
+def _lip_region(f: FaceFrame) -> np.ndarray:
+    return _bump(f, 0.0, 0.0, 1.3 * f.mouth_half_width, 0.35)
+
+
+def _funnel(f: FaceFrame) -> np.ndarray:
+    w = _lip_region(f)
+    du = -0.22 * f.a * w
+    dv = -0.05 * _UPPER_INNER + 0.07 * _LOWER_INNER
+    return np.stack([du, dv, -0.12 * w])
+
+
+def _pucker(f: FaceFrame) -> np.ndarray:
+    w = _lip_region(f)
+    du = -0.3 * f.a * w
+    dv = 0.02 * _UPPER_LIP - 0.02 * _LOWER_LIP
+    return np.stack([du, dv, -0.18 * w])
+
+
+def _corner(f: FaceFrame, side: float, du: float, dv: float) -> np.ndarray:
+    """Move the mouth corner on one side (side=+1: subject's left, image right)."""
+    w = _bump(f, side * f.mouth_half_width, 0.0, 0.45, 0.3)
+    return np.stack([side * du * w, dv * w, np.zeros_like(w)])
+
+
+def _smile(f: FaceFrame, side: float) -> np.ndarray:
+    cheek = _bump(f, side * 0.7, -0.6, 0.4, 0.35)
+    basis = _corner(f, side, 0.09, -0.11)
+    basis[1] -= 0.03 * cheek
+    return basis
+
+
+def _side(f: FaceFrame, side: float) -> np.ndarray:
+    return _smoothstep(-0.3, 0.3, side * f.a / max(f.mouth_half_width, 1e-3))
+
+
+def _press(f: FaceFrame, side: float) -> np.ndarray:
+    w = _side(f, side)
+    outer_up = _indices_mask(fl.LIPS_OUTER_UPPER, _CORNERS)
+    outer_low = _indices_mask(fl.LIPS_OUTER_LOWER, _CORNERS)
+    dv = (0.035 * outer_up - 0.035 * outer_low) * w
+    return np.stack([np.zeros_like(dv), dv, np.zeros_like(dv)])
+
+
+def _upper_up(f: FaceFrame, side: float) -> np.ndarray:
+    dv = -0.09 * _UPPER_LIP * _side(f, side)
+    return np.stack([np.zeros_like(dv), dv, np.zeros_like(dv)])
+
+
+def _lower_down(f: FaceFrame, side: float) -> np.ndarray:
+    dv = 0.1 * _LOWER_LIP * _side(f, side)
+    return np.stack([np.zeros_like(dv), dv, np.zeros_like(dv)])
+
+
+def _eye_centre(f: FaceFrame, side: float) -> tuple[float, float]:
+    idx = list(fl.LEFT_EYE_UPPER if side > 0 else fl.RIGHT_EYE_UPPER)
+    return float(f.a[idx].mean()), float(f.b[idx].mean())
+
+
+def _eye_wide(f: FaceFrame, side: float) -> np.ndarray:
+    a0, b0 = _eye_centre(f, side)
+    upper = _indices_mask(fl.LEFT_EYE_UPPER if side > 0 else fl.RIGHT_EYE_UPPER)
+    lid_skin = _bump(f, a0, b0 - 0.2, 0.4, 0.2) * (f.b < b0)
+    dv = -0.06 * np.maximum(upper, lid_skin)
+    return np.stack([np.zeros_like(dv), dv, np.zeros_like(dv)])
+
+
+def _eye_squint(f: FaceFrame, side: float) -> np.ndarray:
+    a0, b0 = _eye_centre(f, side)
+    lower = _indices_mask(fl.LEFT_EYE_LOWER if side > 0 else fl.RIGHT_EYE_LOWER)
+    cheek = _bump(f, a0, b0 + 0.3, 0.4, 0.25) * (f.b > b0)
+    dv = -0.05 * np.maximum(lower, 0.5 * cheek)
+    return np.stack([np.zeros_like(dv), dv, np.zeros_like(dv)])
+
+
+def _above_eyes(f: FaceFrame) -> np.ndarray:
+    # Brows carry the forehead but must not drag the eyelids with them.
+    return 1.0 - _smoothstep(f.eye_line - 0.3, f.eye_line - 0.1, f.b)
+
+
+def _brow(f: FaceFrame, a0: float, dv: float, du: float = 0.0) -> np.ndarray:
+    w = _bump(f, a0, f.eye_line - 0.45, 0.45, 0.5) * _above_eyes(f)
+    return np.stack([du * w, dv * w, np.zeros_like(w)])
+
+
+def _brow_inner_up(f: FaceFrame) -> np.ndarray:
+    return _brow(f, -0.3, -0.12) + _brow(f, 0.3, -0.12)
+
+
+def _cheek_squint(f: FaceFrame, side: float) -> np.ndarray:
+    a0, b0 = _eye_centre(f, side)
+    w = _bump(f, a0 + side * 0.15, b0 + 0.45, 0.35, 0.25)
+    return np.stack([np.zeros_like(w), -0.05 * w, np.zeros_like(w)])
+
+
+def _nose_sneer(f: FaceFrame, side: float) -> np.ndarray:
+    nose_b = float(f.b[[129, 358]].mean())
+    w = _bump(f, side * 0.25, nose_b, 0.2, 0.2)
+    return np.stack([np.zeros_like(w), -0.05 * w, np.zeros_like(w)])
+
+
+def _none(f: FaceFrame) -> np.ndarray:
+    return np.zeros((3, fl.NUM_LANDMARKS))
+
+
+_L, _R = 1.0, -1.0
+_BUILDERS: dict[str, Callable[[FaceFrame], np.ndarray]] = {
+    "jawOpen": _jaw_open,
+    "mouthClose": _mouth_close,
+    "mouthFunnel": _funnel,
+    "mouthPucker": _pucker,
+    "mouthSmileLeft": lambda f: _smile(f, _L),
+    "mouthSmileRight": lambda f: _smile(f, _R),
+    "mouthFrownLeft": lambda f: _corner(f, _L, 0.0, 0.08),
+    "mouthFrownRight": lambda f: _corner(f, _R, 0.0, 0.08),
+    "mouthStretchLeft": lambda f: _corner(f, _L, 0.1, 0.02),
+    "mouthStretchRight": lambda f: _corner(f, _R, 0.1, 0.02),
+    "mouthPressLeft": lambda f: _press(f, _L),
+    "mouthPressRight": lambda f: _press(f, _R),
+    "mouthUpperUpLeft": lambda f: _upper_up(f, _L),
+    "mouthUpperUpRight": lambda f: _upper_up(f, _R),
+    "mouthLowerDownLeft": lambda f: _lower_down(f, _L),
+    "mouthLowerDownRight": lambda f: _lower_down(f, _R),
+    "eyeBlinkLeft": _none,
+    "eyeBlinkRight": _none,
+    "eyeWideLeft": lambda f: _eye_wide(f, _L),
+    "eyeWideRight": lambda f: _eye_wide(f, _R),
+    "eyeSquintLeft": lambda f: _eye_squint(f, _L),
+    "eyeSquintRight": lambda f: _eye_squint(f, _R),
+    "browInnerUp": _brow_inner_up,
+    "browDownLeft": lambda f: _brow(f, 0.45, 0.08, -0.03),
+    "browDownRight": lambda f: _brow(f, -0.45, 0.08, 0.03),
+    "browOuterUpLeft": lambda f: _brow(f, 0.75, -0.1),
+    "browOuterUpRight": lambda f: _brow(f, -0.75, -0.1),
+    "cheekSquintLeft": lambda f: _cheek_squint(f, _L),
+    "cheekSquintRight": lambda f: _cheek_squint(f, _R),
+    "noseSneerLeft": lambda f: _nose_sneer(f, _L),
+    "noseSneerRight": lambda f: _nose_sneer(f, _R),
+}
+
+
+def build_expression_basis(landmarks: np.ndarray) -> np.ndarray:
+    """float32 (K, 478, 3) pixel displacements per coefficient, K = len(EXPRESSION_NAMES)."""
+    frame = FaceFrame(landmarks)
+    irises = list(fl.RIGHT_IRIS + fl.LEFT_IRIS)
+    basis = []
+    for name in EXPRESSION_NAMES:
+        du, dv, dz = _BUILDERS[name](frame)
+        disp = frame.to_pixels(du, dv, dz)
+        disp[irises] = 0.0  # irises ride the eyeball, not the skin
+        basis.append(disp)
+    return np.stack(basis).astype(np.float32)

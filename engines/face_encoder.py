@@ -1,0 +1,214 @@
+"""FaceEncoder: portrait image -> Avatar, cached on disk by content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import face_landmarks as fl
+from .avatar import Avatar, load_avatar, save_avatar
+from .errors import FaceTooSmallError, NoFaceError, NotAFaceError
+from .image_io import load_portrait
+from .mesh import build_warp_mesh
+
+__all__ = ["FaceEncoderConfig", "FaceEncoder", "default_portrait_path", "default_cache_dir"]
+
+logger = logging.getLogger(__name__)
+
+# Bump when the encoder's output changes so stale cache entries are not reused.
+ENCODER_VERSION = 1
+
+
+def default_portrait_path() -> Path:
+    """The built-in portrait: Raphael's La Velata (public domain)."""
+    return Path(__file__).parent / "assets" / "la_velata.jpg"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("FACECAST_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facecast" / "avatars"
+
+
+@dataclass(frozen=True)
+class FaceEncoderConfig:
+    image_size: int = 512
+    field_size: int = 256
+    # Crop side as a multiple of the face's larger extent: room for hair and head motion.
+    crop_scale: float = 2.1
+    # Real faces (photos, paintings) score above 0.9; drawn cartoons near 0.6.
+    min_face_score: float = 0.8
+    min_face_width_px: int = 40
+    cache_dir: Path | None = None
+
+
+class FaceEncoder:
+    """Prepares a portrait once; a second call with the same file is a cache read."""
+
+    def __init__(self, config: FaceEncoderConfig | None = None) -> None:
+        self.config = config or FaceEncoderConfig()
+        self.cache_dir = self.config.cache_dir or default_cache_dir()
+
+    def encode(self, source: str | Path | bytes | None = None) -> Avatar:
+        """Portrait file path or bytes (None: the built-in portrait) -> Avatar."""
+        data = Path(source or default_portrait_path()).read_bytes() if not isinstance(
+            source, bytes
+        ) else source
+        key = self._cache_key(data)
+        cached = self.cache_dir / f"{key}.npz"
+        if cached.exists():
+            try:
+                return load_avatar(cached)
+            except (OSError, ValueError, KeyError) as exc:
+                logger.warning("ignoring unreadable avatar cache %s: %s", cached, exc)
+        avatar = self._encode_uncached(data, source, key)
+        try:
+            save_avatar(avatar, cached)
+        except OSError as exc:
+            logger.warning("could not cache avatar at %s: %s", cached, exc)
+        return avatar
+
+    def _cache_key(self, data: bytes) -> str:
+        c = self.config
+        salt = f"v{ENCODER_VERSION}:{c.image_size}:{c.field_size}:{c.crop_scale}".encode()
+        return hashlib.sha256(salt + data).hexdigest()
+
+    def _encode_uncached(self, data: bytes, source: object, key: str) -> Avatar:
+        name = "portrait" if isinstance(source, bytes) or source is None else str(source)
+        portrait = load_portrait(data)
+        notes = list(portrait.notes)
+        face = self._pick_face(portrait.rgb, name, notes)
+        crop, crop_box = _crop_square(portrait.rgb, face, self.config)
+        landmarks = fl.face_mesh(crop)
+        if landmarks is None:
+            raise NotAFaceError(
+                f"a face was detected in {name} but its landmarks could not be traced; "
+                "facecast animates human faces: use a clearer, front-facing portrait"
+            )
+        mask = _person_mask(crop, landmarks)
+        mesh = build_warp_mesh(landmarks, self.config.image_size, self.config.field_size)
+        for note in notes:
+            logger.info("%s: %s", name, note)
+        return Avatar(
+            image=crop,
+            person_mask=mask,
+            background=_background_plate(crop, mask),
+            landmarks=landmarks,
+            pose=estimate_pose(landmarks),
+            expression=estimate_expression(landmarks),
+            mesh=mesh,
+            content_hash=key,
+            notes=tuple(notes),
+            crop_box=crop_box,
+        )
+
+    def _pick_face(self, rgb: np.ndarray, name: str, notes: list[str]) -> fl.FaceDetection:
+        faces = fl.detect_faces(rgb)
+        if not faces:
+            raise NoFaceError(
+                f"no face found in {name}; use a photo or painting in which one face is "
+                "clearly visible (frontal or three-quarter view, not too small)"
+            )
+        face = faces[0]
+        if len(faces) > 1:
+            notes.append(f"found {len(faces)} faces; animating the largest")
+        if face.score < self.config.min_face_score:
+            raise NotAFaceError(
+                f"the face-like shape in {name} is not a recognisable human face "
+                f"(confidence {face.score:.2f} < {self.config.min_face_score}); facecast animates "
+                "human faces in photos and paintings, not animals or drawings"
+            )
+        if face.width < self.config.min_face_width_px:
+            raise FaceTooSmallError(
+                f"the face in {name} is only {face.width:.0f} px wide; use a larger or closer "
+                f"photo (at least {self.config.min_face_width_px} px, ideally 200 px or more)"
+            )
+        return face
+
+
+def _crop_square(
+    rgb: np.ndarray, face: fl.FaceDetection, config: FaceEncoderConfig
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Square crop centred on the face, resampled to image_size; edges replicated."""
+    x0, y0, x1, y1 = face.box
+    extent = max(x1 - x0, y1 - y0)
+    side = config.crop_scale * extent * 1.25  # detector boxes are tighter than the head
+    cx = 0.5 * (x0 + x1)
+    cy = 0.5 * (y0 + y1) - 0.05 * extent  # a little more hair room than neck
+    left, top = cx - side / 2, cy - side / 2
+    size = config.image_size
+    image = rgb
+    pre = 1.0
+    if side > 2 * size:  # area-downscale first so cubic warping does not alias
+        pre = 2 * size / side
+        image = cv2.resize(rgb, None, fx=pre, fy=pre, interpolation=cv2.INTER_AREA)
+    s = size / (side * pre)
+    matrix = np.array([[s, 0, -left * pre * s], [0, s, -top * pre * s]], dtype=np.float64)
+    crop = cv2.warpAffine(
+        image, matrix, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+    )
+    return crop, (float(left), float(top), float(side))
+
+
+def _person_mask(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Selfie segmentation, forced to cover the face itself (paintings can confuse it)."""
+    mask = fl.person_mask(crop)
+    face_region = np.zeros(mask.shape, np.uint8)
+    hull = cv2.convexHull(landmarks[list(fl.FACE_OVAL), :2].astype(np.int32))
+    cv2.fillConvexPoly(face_region, hull, 255)
+    face_region = cv2.GaussianBlur(face_region, (0, 0), 3).astype(np.float32) / 255.0
+    return np.maximum(mask, face_region).astype(np.float32)
+
+
+def _background_plate(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Inpaint the person away at low resolution: only edges of it are ever seen."""
+    size = crop.shape[0]
+    small = 128
+    hole = cv2.dilate((mask > 0.3).astype(np.uint8), np.ones((15, 15), np.uint8))
+    small_img = cv2.resize(crop, (small, small), interpolation=cv2.INTER_AREA)
+    small_hole = cv2.resize(hole, (small, small), interpolation=cv2.INTER_NEAREST)
+    filled = cv2.inpaint(small_img, small_hole, 5, cv2.INPAINT_TELEA)
+    filled = cv2.GaussianBlur(filled, (0, 0), 2)
+    filled = cv2.resize(filled, (size, size), interpolation=cv2.INTER_CUBIC)
+    keep = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), 4)[..., None]
+    plate = crop * (1 - keep) + filled * keep
+    return np.clip(plate, 0, 255).astype(np.uint8)
+
+
+def estimate_pose(landmarks: np.ndarray) -> np.ndarray:
+    """Head yaw, pitch, roll (radians) of the portrait from the landmarks' 3D axes.
+
+    Same sign conventions as the motion space: +yaw turns to the subject's
+    left, +pitch looks up, +roll tilts the head counter-clockwise in the image.
+    """
+    x_axis = landmarks[263] - landmarks[33]
+    x_axis /= np.linalg.norm(x_axis)
+    y_axis = landmarks[152] - landmarks[10]
+    y_axis -= x_axis * float(y_axis @ x_axis)
+    y_axis /= np.linalg.norm(y_axis)
+    yaw = float(np.arcsin(np.clip(x_axis[2], -1, 1)))
+    pitch = float(-np.arcsin(np.clip(y_axis[2], -1, 1)))
+    roll = float(-np.arctan2(x_axis[1], x_axis[0]))
+    return np.array([yaw, pitch, roll], dtype=np.float32)
+
+
+def estimate_expression(landmarks: np.ndarray) -> dict[str, float]:
+    """Coarse starting expression: mouth opening and eye closure, ARKit-named."""
+    jaw = np.clip((fl.inner_lip_gap(landmarks) - 0.01) / 0.12, 0.0, 1.0)
+    expression = {"jawOpen": float(jaw)}
+    for side, upper, lower in (
+        ("Right", fl.RIGHT_EYE_UPPER, fl.RIGHT_EYE_LOWER),
+        ("Left", fl.LEFT_EYE_UPPER, fl.LEFT_EYE_LOWER),
+    ):
+        width = np.linalg.norm(landmarks[upper[-1], :2] - landmarks[upper[0], :2])
+        opening = np.linalg.norm(landmarks[upper[4], :2] - landmarks[lower[4], :2])
+        # An open eye's aperture is roughly a third of its width.
+        expression[f"eyeBlink{side}"] = float(np.clip(1.0 - (opening / width) / 0.3, 0.0, 1.0))
+    return expression

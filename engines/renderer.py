@@ -1,0 +1,191 @@
+"""FaceRenderer: Avatar + motion vectors -> RGB frames, in torch tensor ops (CPU or CUDA).
+
+Per frame:
+1. landmarks = neutral + expression coefficients x basis, then the head pose
+   (rotation about a pivot behind the face, scale, translation);
+2. mesh vertices (landmarks + anchors that follow the head partly) give a
+   forward displacement at every field pixel through the precomputed bindings;
+3. a few fixed-point steps invert it into a backward map (where each output
+   pixel reads from), exact for smooth fields and cheap;
+4. eyelids and gaze adjust that map in output space (engines.eyes);
+5. the portrait and its person mask are resampled together and composited
+   over the background plate, so head motion never tears the hair or neck;
+6. the mouth interior is painted where the lips part (engines.mouth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import face_landmarks as fl
+from .avatar import Avatar
+from .expression_basis import FaceFrame, build_expression_basis
+from .eyes import eye_offsets
+from .mesh import NUM_FACE_VERTICES
+from .motion_space import EXPRESSION_NAMES, MOTION_DIM, POSE_NAMES, index_of
+from .mouth import mouth_interior, mouth_palette
+from .warp_ops import pixel_grid, roi_corner, rotation_matrix, sample_at
+
+__all__ = ["RendererConfig", "FaceRenderer"]
+
+_POSE = slice(0, len(POSE_NAMES))
+_EXPR = slice(len(POSE_NAMES), len(POSE_NAMES) + len(EXPRESSION_NAMES))
+_GAZE = slice(len(POSE_NAMES) + len(EXPRESSION_NAMES), MOTION_DIM)
+_BLINK = [index_of("eyeBlinkRight"), index_of("eyeBlinkLeft")]
+
+
+@dataclass(frozen=True)
+class RendererConfig:
+    # Fixed-point steps inverting the forward warp; 3 is enough for the
+    # gradients of talking-head motion (error shrinks geometrically).
+    inverse_iterations: int = 4
+    # Head rotation pivot, behind the face by this share of the face width.
+    pivot_depth: float = 0.55
+    # A 2D warp cannot show what a turn hides, so depth is flattened: the far
+    # cheek then compresses instead of folding over itself on large yaws.
+    depth_scale: float = 0.6
+
+
+class FaceRenderer(nn.Module):
+    """Renders one avatar. forward(motion (B, D)) -> float (B, 3, S, S) in [0, 1]."""
+
+    def __init__(self, avatar: Avatar, config: RendererConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or RendererConfig()
+        self.image_size = avatar.image_size
+        self.field_size = avatar.mesh.field_size
+        mesh = avatar.mesh
+        lm = avatar.landmarks.astype(np.float32)
+        frame = FaceFrame(lm)
+        self.face_scale = frame.scale
+        oval = lm[list(fl.FACE_OVAL)]
+        face_width = float(np.ptp(oval[:, 0]))
+        pivot = np.array(
+            [oval[:, 0].mean(), oval[:, 1].mean(), np.median(oval[:, 2]) + self.config.pivot_depth * face_width],
+            dtype=np.float32,
+        )
+        self.face_width = face_width
+        image = torch.from_numpy(avatar.image).permute(2, 0, 1).float() / 255.0
+        mask = torch.from_numpy(avatar.person_mask)[None]
+        self.register_buffer("layer", torch.cat([image, mask])[None])  # 1x4xSxS
+        background = torch.from_numpy(avatar.background).permute(2, 0, 1).float() / 255.0
+        self.register_buffer("background", background[None])
+        self.register_buffer("landmarks", torch.from_numpy(lm))
+        self.register_buffer("basis", torch.from_numpy(build_expression_basis(lm)))
+        self.register_buffer("pivot", torch.from_numpy(pivot))
+        self.register_buffer("depth_weights", torch.tensor([1.0, 1.0, self.config.depth_scale]))
+        self.register_buffer("anchors", torch.from_numpy(mesh.vertices[NUM_FACE_VERTICES:]))
+        self.register_buffer("anchor_follow", torch.from_numpy(mesh.follow[NUM_FACE_VERTICES:]))
+        self.register_buffer("source_xy", torch.from_numpy(mesh.vertices[:, :2]))
+        self.register_buffer("bind_vertices", torch.from_numpy(mesh.bind_vertices).long())
+        self.register_buffer("bind_weights", torch.from_numpy(mesh.bind_weights))
+        self.register_buffer("field_points", pixel_grid(self.field_size, self.image_size))
+        self.register_buffer("output_points", pixel_grid(self.image_size, self.image_size))
+        self.register_buffer("iris_radius", torch.from_numpy(_iris_radii(lm)))
+        self.register_buffer("palette", mouth_palette(_skin_colour(avatar)))
+        # Windows sized from the neutral face with room for a wide-open jaw and head scale.
+        mouth_width = float(np.linalg.norm(lm[291, :2] - lm[61, :2]))
+        self.mouth_window = min(self.image_size, int(np.ceil(mouth_width * 2.6 / 8) * 8))
+        eye_width = float(np.linalg.norm(lm[263, :2] - lm[362, :2]))
+        self.eye_window = min(self.field_size, int(np.ceil(eye_width * 2.4 / (self.image_size / self.field_size))))
+
+    def forward(self, motion: torch.Tensor) -> torch.Tensor:
+        """motion: float (B, D) -> RGB float (B, 3, S, S) in [0, 1]."""
+        if motion.ndim != 2 or motion.shape[1] != MOTION_DIM:
+            raise ValueError(f"motion must be (B, {MOTION_DIM}), got {tuple(motion.shape)}")
+        pose, expr, gaze = motion[:, _POSE], motion[:, _EXPR], motion[:, _GAZE]
+        shaped = self.landmarks + torch.einsum("bk,kvc->bvc", expr, self.basis)  # Bx478x3
+        posed = self._apply_pose(shaped, pose)
+        anchors = self._apply_pose(self.anchors.expand(motion.shape[0], -1, -1), pose)
+        follow = self.anchor_follow[None, :, None]
+        anchors_xy = self.anchors[None, :, :2] + follow * (anchors[..., :2] - self.anchors[None, :, :2])
+        vertices = torch.cat([posed[:, :NUM_FACE_VERTICES, :2], anchors_xy], 1)  # BxVx2
+        backward = self._backward_map(vertices - self.source_xy)  # BxRxRx2
+        landmarks_out = posed[..., :2]
+        offsets = self._eye_offsets(landmarks_out, motion)
+        backward = sample_at(backward.permute(0, 3, 1, 2), self.field_points + offsets, self.image_size)
+        full = F.interpolate(backward, size=self.image_size, mode="bilinear", align_corners=False)
+        layer = sample_at(self.layer.expand(motion.shape[0], -1, -1, -1), full.permute(0, 2, 3, 1), self.image_size)
+        rgb, alpha = layer[:, :3], layer[:, 3:]
+        out = rgb * alpha + self.background * (1.0 - alpha)
+        return self._paint_mouth(out, landmarks_out).clamp(0.0, 1.0)
+
+    def _eye_offsets(self, landmarks: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        """Lid and gaze offsets (B, R, R, 2), non-zero only in a window around each eye."""
+        b, r = motion.shape[0], self.field_size
+        pixel = self.image_size / r
+        offsets = torch.zeros(b, r, r, 2, device=motion.device)
+        side = self.eye_window
+        radius = self.iris_radius * motion[:, 5:6]
+        for i in range(b):
+            for eye, iris in enumerate((fl.RIGHT_IRIS[0], fl.LEFT_IRIS[0])):
+                x0, y0 = roi_corner(landmarks[i, iris] / pixel, side, r)
+                window = self.field_points[:, y0 : y0 + side, x0 : x0 + side]
+                offsets[i, y0 : y0 + side, x0 : x0 + side] += eye_offsets(
+                    window, landmarks[i : i + 1], motion[i : i + 1, _BLINK],
+                    motion[i : i + 1, _GAZE], radius[i : i + 1], pixel, eye,
+                )[0]  # fmt: skip
+        return offsets
+
+    def _paint_mouth(self, frames: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """Paint the interior where the lips part, in a window around the mouth."""
+        side = self.mouth_window
+        out = frames.clone()
+        for i in range(frames.shape[0]):
+            centre = 0.5 * (landmarks[i, 13] + landmarks[i, 14])
+            x0, y0 = roi_corner(centre, side, self.image_size)
+            window = self.output_points[:, y0 : y0 + side, x0 : x0 + side]
+            alpha, colour = mouth_interior(window, landmarks[i : i + 1], self.palette, 1.0)
+            region = out[i : i + 1, :, y0 : y0 + side, x0 : x0 + side]
+            out[i : i + 1, :, y0 : y0 + side, x0 : x0 + side] = torch.lerp(region, colour, alpha)
+        return out
+
+    def _apply_pose(self, points: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        """Rigid head motion of points (B, N, 3) by pose (B, 6) about the pivot."""
+        rot = rotation_matrix(pose[:, 0], pose[:, 1], pose[:, 2])
+        rel = (points - self.pivot) * self.depth_weights
+        moved = torch.einsum("bij,bnj->bni", rot, rel) * pose[:, 5, None, None]
+        shift = torch.stack([pose[:, 3], pose[:, 4], torch.zeros_like(pose[:, 3])], -1)
+        return moved + self.pivot + shift[:, None, :] * self.face_width
+
+    def _backward_map(self, displacement: torch.Tensor) -> torch.Tensor:
+        """Vertex displacements (B, V, 2) -> backward map (B, R, R, 2) in crop pixels."""
+        b, r = displacement.shape[0], self.field_size
+        gathered = displacement[:, self.bind_vertices]  # Bx(R*R)x3x2
+        forward = (gathered * self.bind_weights[None, :, :, None]).sum(2)
+        forward = forward.view(b, r, r, 2).permute(0, 3, 1, 2)  # Bx2xRxR
+        target = self.field_points.expand(b, -1, -1, -1)
+        source = target
+        for step in range(self.config.inverse_iterations):
+            update = target - sample_at(forward, source, self.image_size).permute(0, 2, 3, 1)
+            # Damping the last step stops oscillation where the warp compresses strongly.
+            source = update if step < self.config.inverse_iterations - 1 else 0.5 * (source + update)
+        return source
+
+    @torch.no_grad()
+    def render(self, motion: np.ndarray) -> np.ndarray:
+        """Convenience: motion (D,) or (T, D) -> uint8 frames (T, S, S, 3)."""
+        batch = torch.from_numpy(np.atleast_2d(motion).astype(np.float32))
+        frames = self.forward(batch.to(self.layer.device))
+        return (frames.permute(0, 2, 3, 1) * 255.0 + 0.5).byte().cpu().numpy()
+
+
+def _iris_radii(landmarks: np.ndarray) -> np.ndarray:
+    radii = []
+    for iris in (fl.RIGHT_IRIS, fl.LEFT_IRIS):
+        centre = landmarks[iris[0], :2]
+        radii.append(np.linalg.norm(landmarks[list(iris[1:]), :2] - centre, axis=1).mean())
+    return np.array(radii, dtype=np.float32)
+
+
+def _skin_colour(avatar: Avatar) -> torch.Tensor:
+    """Mean colour of the cheeks and chin, for tinting the mouth interior."""
+    samples = avatar.landmarks[[50, 280, 152, 205, 425], :2].astype(int)
+    samples = np.clip(samples, 2, avatar.image_size - 3)
+    patches = [avatar.image[y - 2 : y + 3, x - 2 : x + 3].reshape(-1, 3) for x, y in samples]
+    return torch.from_numpy(np.concatenate(patches).mean(0).astype(np.float32) / 255.0)
