@@ -46,7 +46,9 @@ def _zoom(frame: np.ndarray, centre: np.ndarray, half: int) -> np.ndarray:
     x, y = (int(v) for v in centre)
     size = frame.shape[0]
     x, y = min(max(x, half), size - half), min(max(y, half), size - half)
-    return cv2.resize(frame[y - half : y + half, x - half : x + half], (TILE, TILE), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(
+        frame[y - half : y + half, x - half : x + half], (TILE, TILE), interpolation=cv2.INTER_CUBIC
+    )
 
 
 def contact_sheet(portrait: Path | None, audio: Path, fps: int = 25) -> np.ndarray:
@@ -60,11 +62,18 @@ def contact_sheet(portrait: Path | None, audio: Path, fps: int = 25) -> np.ndarr
     with torch.inference_mode():
         frames = renderer.render(motion[np.concatenate([picks, [widest, blinked]])])
     tiles = [
-        _label(cv2.resize(f, (TILE, TILE), interpolation=cv2.INTER_AREA), f"t={i / fps:.2f}s jaw={jaw[i]:.2f}")
-        for f, i in zip(frames[:-2], picks)
+        _label(
+            cv2.resize(f, (TILE, TILE), interpolation=cv2.INTER_AREA),
+            f"t={i / fps:.2f}s jaw={jaw[i]:.2f}",
+        )
+        for f, i in zip(frames[:-2], picks, strict=True)
     ]
     lm = avatar.landmarks
-    tiles.append(_label(_zoom(frames[-2], 0.5 * (lm[13, :2] + lm[14, :2]), 48), f"mouth jaw={jaw[widest]:.2f}"))
+    tiles.append(
+        _label(
+            _zoom(frames[-2], 0.5 * (lm[13, :2] + lm[14, :2]), 48), f"mouth jaw={jaw[widest]:.2f}"
+        )
+    )
     tiles.append(_label(_zoom(frames[-1], lm[473, :2], 32), f"blink={blink[blinked]:.2f}"))
     rows = [np.concatenate(tiles[r : r + COLUMNS], 1) for r in range(0, len(tiles), COLUMNS)]
     return np.concatenate(rows, 0)
@@ -74,11 +83,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--portrait", type=Path)
     parser.add_argument("--audio", type=Path, help="speech file (default: flite speaks a sentence)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results/contact_sheet.png"))
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("benchmarks/results/contact_sheet.png")
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         audio = args.audio or synthesize_speech(
-            "Hello! I am a portrait that talks. Peter picked a bowl of blue berries.", Path(tmp) / "s.wav"
+            "Hello! I am a portrait that talks. Peter picked a bowl of blue berries.",
+            Path(tmp) / "s.wav",
         )
         sheet = contact_sheet(args.portrait, audio)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -153,12 +153,14 @@ def _decode_chunks(
         for block in _decode_blocks(container, stream, name, sample_rate):
             pending.append(block)
             pending_len += len(block)
-            while pending_len >= chunk_samples:
-                joined = np.concatenate(pending)
-                yield AudioChunk(joined[:chunk_samples].copy(), sample_rate, pts)
+            if pending_len < chunk_samples:
+                continue
+            joined = np.concatenate(pending)
+            full = len(joined) - len(joined) % chunk_samples
+            for start in range(0, full, chunk_samples):
+                yield AudioChunk(joined[start : start + chunk_samples].copy(), sample_rate, pts)
                 pts += chunk_samples
-                rest = joined[chunk_samples:]
-                pending, pending_len = [rest], len(rest)
+            pending, pending_len = [joined[full:]], len(joined) - full
         if pending_len:
             yield AudioChunk(np.concatenate(pending), sample_rate, pts)
             pts += pending_len

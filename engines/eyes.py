@@ -98,4 +98,3 @@ def _one_eye(
     r = iris_radius[:, None, None]
     disc = 1.0 - smoothstep(1.0 * r, 2.3 * r, dist)
     return offset - (disc * visible)[..., None] * travel[:, None, None, :]
-

@@ -58,9 +58,11 @@ class FaceEncoder:
 
     def encode(self, source: str | Path | bytes | None = None) -> Avatar:
         """Portrait file path or bytes (None: the built-in portrait) -> Avatar."""
-        data = Path(source or default_portrait_path()).read_bytes() if not isinstance(
-            source, bytes
-        ) else source
+        data = (
+            Path(source or default_portrait_path()).read_bytes()
+            if not isinstance(source, bytes)
+            else source
+        )
         key = self._cache_key(data)
         cached = self.cache_dir / f"{key}.npz"
         if cached.exists():
@@ -82,7 +84,10 @@ class FaceEncoder:
 
     def _encode_uncached(self, data: bytes, source: object, key: str) -> Avatar:
         name = "portrait" if isinstance(source, bytes) or source is None else str(source)
-        portrait = load_portrait(data)
+        # A path gives errors that name the file; bytes are an upload.
+        portrait = load_portrait(
+            data if isinstance(source, bytes) else Path(source or default_portrait_path())
+        )
         notes = list(portrait.notes)
         face = self._pick_face(portrait.rgb, name, notes)
         crop, crop_box = _crop_square(portrait.rgb, face, self.config)
@@ -116,19 +121,21 @@ class FaceEncoder:
                 f"no face found in {name}; use a photo or painting in which one face is "
                 "clearly visible (frontal or three-quarter view, not too small)"
             )
-        face = faces[0]
+        confident = [f for f in faces if f.score >= self.config.min_face_score]
+        face = (confident or faces)[0]
         if len(faces) > 1:
             notes.append(f"found {len(faces)} faces; animating the largest")
+        # Size first: a tiny real face also scores low, and 'too small' is the useful advice.
+        if face.width < self.config.min_face_width_px:
+            raise FaceTooSmallError(
+                f"the face in {name} is only {face.width:.0f} px wide; use a larger or closer "
+                f"photo (at least {self.config.min_face_width_px} px, ideally 200 px or more)"
+            )
         if face.score < self.config.min_face_score:
             raise NotAFaceError(
                 f"the face-like shape in {name} is not a recognisable human face "
                 f"(confidence {face.score:.2f} < {self.config.min_face_score}); facecast animates "
                 "human faces in photos and paintings, not animals or drawings"
-            )
-        if face.width < self.config.min_face_width_px:
-            raise FaceTooSmallError(
-                f"the face in {name} is only {face.width:.0f} px wide; use a larger or closer "
-                f"photo (at least {self.config.min_face_width_px} px, ideally 200 px or more)"
             )
         return face
 

@@ -125,10 +125,26 @@ def detect_faces(rgb: np.ndarray) -> list[FaceDetection]:
 def _merge_overlapping(faces: list[FaceDetection]) -> list[FaceDetection]:
     merged: list[FaceDetection] = []
     for face in sorted(faces, key=lambda f: -f.score):
-        match = next((m for m in merged if _iou(m.box, face.box) > 0.3), None)
+        # The two detectors sometimes box the same face loosely and tightly:
+        # nested boxes are one face, kept at the better score.
+        match = next(
+            (m for m in merged if _iou(m.box, face.box) > 0.3 or _centre_inside(face.box, m.box)),
+            None,
+        )
         if match is None:
             merged.append(face)
     return sorted(merged, key=lambda f: -f.area)
+
+
+def _centre_inside(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """True if the centre of a lies in b or the centre of b lies in a."""
+
+    def inside(p: tuple[float, float], box: tuple[float, ...]) -> bool:
+        return box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3]
+
+    ca = (0.5 * (a[0] + a[2]), 0.5 * (a[1] + a[3]))
+    cb = (0.5 * (b[0] + b[2]), 0.5 * (b[1] + b[3]))
+    return inside(ca, b) or inside(cb, a)
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

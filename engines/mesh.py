@@ -64,9 +64,9 @@ def build_warp_mesh(landmarks: np.ndarray, image_size: int, field_size: int) -> 
     depth = float(face[:, 2].mean())
     border3 = np.concatenate([border, np.full((len(border), 1), depth, np.float32)], axis=1)
     vertices = np.concatenate([face, rings, border3]).astype(np.float32)
-    follow = np.concatenate(
-        [np.ones(len(face)), ring_follow, np.zeros(len(border))]
-    ).astype(np.float32)
+    follow = np.concatenate([np.ones(len(face)), ring_follow, np.zeros(len(border))]).astype(
+        np.float32
+    )
     is_face = np.arange(len(vertices)) < len(face)
     triangulation = Delaunay(vertices[:, :2].astype(np.float64))
     triangles = triangulation.simplices.astype(np.int32)
@@ -87,7 +87,7 @@ def _head_rings(face: np.ndarray, image_size: int) -> tuple[np.ndarray, np.ndarr
     chin_y = float(face[152, 1])
     face_height = chin_y - float(face[10, 1])
     points, follow = [], []
-    for scale, weight in zip(_RING_SCALES, _RING_FOLLOW):
+    for scale, weight in zip(_RING_SCALES, _RING_FOLLOW, strict=True):
         ring = centre + (oval - centre) * np.array([scale, scale, 1.0], np.float32)
         # Below the chin is neck: it should stretch between the moving head
         # and the still torso rather than travel with the head.
@@ -126,7 +126,9 @@ def _bind_grid(
     # Border pixel centres lie inside the hull, so every pixel finds a triangle.
     ids = triangulation.find_simplex(centres)
     if (ids < 0).any():
-        ids[ids < 0] = triangulation.find_simplex(np.clip(centres[ids < 0], 1e-3, image_size - 1e-3))
+        ids[ids < 0] = triangulation.find_simplex(
+            np.clip(centres[ids < 0], 1e-3, image_size - 1e-3)
+        )
     tri = triangulation.simplices[ids]  # (R*R)x3
     weights = _barycentric(centres, points[tri])
     return tri.astype(np.int32), weights.astype(np.float32)

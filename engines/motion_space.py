@@ -111,7 +111,9 @@ def index_of(name: str) -> int:
     try:
         return _INDEX[name]
     except KeyError:
-        raise KeyError(f"unknown motion channel {name!r}; valid names: {', '.join(MOTION_NAMES)}") from None
+        raise KeyError(
+            f"unknown motion channel {name!r}; valid names: {', '.join(MOTION_NAMES)}"
+        ) from None
 
 
 def neutral_motion(num_frames: int | None = None) -> np.ndarray:
@@ -132,7 +134,7 @@ def motion_to_dict(motion: np.ndarray) -> dict[str, float]:
     """One frame of shape (D,) as {name: value}, e.g. for a data channel or JSON."""
     if motion.shape != (MOTION_DIM,):
         raise ValueError(f"expected one frame of shape ({MOTION_DIM},), got {motion.shape}")
-    return {name: float(v) for name, v in zip(MOTION_NAMES, motion)}
+    return {name: float(v) for name, v in zip(MOTION_NAMES, motion, strict=True)}
 
 
 def motion_from_dict(values: dict[str, float]) -> np.ndarray:

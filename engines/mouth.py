@@ -52,7 +52,9 @@ def mouth_interior(
     ux, uy = to_frame(upper, origin, ex)
     lx, ly = to_frame(lower, origin, ex)
     half = 0.5 * width
-    table = curve_table(torch.stack([ux, lx], 1), torch.stack([uy, ly], 1), -half, half, _TABLE_STEPS)
+    table = curve_table(
+        torch.stack([ux, lx], 1), torch.stack([uy, ly], 1), -half, half, _TABLE_STEPS
+    )
     curves = eval_curve_table(table, xs, -half, half)
     y_up, y_low = curves[:, 0], curves[:, 1]
     gap = y_low - y_up
@@ -68,10 +70,15 @@ def mouth_interior(
     narrow = 1.0 - smoothstep(0.25, 0.6, rel_x.abs())
     shade = 1.0 - 0.45 * rel_x.clamp(-1, 1) ** 2
     tooth = 0.13 * w
-    gaps = 1.0 - 0.35 * torch.exp(-torch.sin(math.pi * xs / tooth) ** 2 / 0.015)
+    gaps = 1.0 - 0.35 * torch.exp(-(torch.sin(math.pi * xs / tooth) ** 2) / 0.015)
     upper_teeth = smoothstep(-aa, aa, y_up + 0.11 * w - ys) * across
-    lower_teeth = smoothstep(-aa, aa, ys - (y_low - 0.05 * w)) * narrow * smoothstep(0.12, 0.25, gap / w) * 0.6
-    tongue = torch.exp(-(rel_x / 0.6) ** 2 - ((ys - y_low) / (0.5 * gap.clamp(min=1.0))) ** 2)
+    lower_teeth = (
+        smoothstep(-aa, aa, ys - (y_low - 0.05 * w))
+        * narrow
+        * smoothstep(0.12, 0.25, gap / w)
+        * 0.6
+    )
+    tongue = torch.exp(-((rel_x / 0.6) ** 2) - ((ys - y_low) / (0.5 * gap.clamp(min=1.0))) ** 2)
 
     teeth_c, cavity_c, tongue_c = (palette[i][None, :, None, None] for i in range(3))
     depth = smoothstep(0.0, 1.0, (ys - y_up) / gap.clamp(min=1.0))[:, None]
@@ -80,6 +87,7 @@ def mouth_interior(
     colour = torch.lerp(colour, teeth_c * 0.85 * shade[:, None], lower_teeth[:, None])
     # Teeth darken towards their edges: lit from the front, shadowed by the lips.
     teeth_depth = 1.0 - 0.35 * smoothstep(0.0, 0.11 * w, ys - y_up)
-    colour = torch.lerp(colour, teeth_c * (shade * gaps * teeth_depth)[:, None], upper_teeth[:, None])
+    colour = torch.lerp(
+        colour, teeth_c * (shade * gaps * teeth_depth)[:, None], upper_teeth[:, None]
+    )
     return alpha[:, None], colour
-

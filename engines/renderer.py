@@ -66,7 +66,11 @@ class FaceRenderer(nn.Module):
         oval = lm[list(fl.FACE_OVAL)]
         face_width = float(np.ptp(oval[:, 0]))
         pivot = np.array(
-            [oval[:, 0].mean(), oval[:, 1].mean(), np.median(oval[:, 2]) + self.config.pivot_depth * face_width],
+            [
+                oval[:, 0].mean(),
+                oval[:, 1].mean(),
+                np.median(oval[:, 2]) + self.config.pivot_depth * face_width,
+            ],
             dtype=np.float32,
         )
         self.face_width = face_width
@@ -92,25 +96,35 @@ class FaceRenderer(nn.Module):
         mouth_width = float(np.linalg.norm(lm[291, :2] - lm[61, :2]))
         self.mouth_window = min(self.image_size, int(np.ceil(mouth_width * 2.6 / 8) * 8))
         eye_width = float(np.linalg.norm(lm[263, :2] - lm[362, :2]))
-        self.eye_window = min(self.field_size, int(np.ceil(eye_width * 2.4 / (self.image_size / self.field_size))))
+        self.eye_window = min(
+            self.field_size, int(np.ceil(eye_width * 2.4 / (self.image_size / self.field_size)))
+        )
 
     def forward(self, motion: torch.Tensor) -> torch.Tensor:
         """motion: float (B, D) -> RGB float (B, 3, S, S) in [0, 1]."""
         if motion.ndim != 2 or motion.shape[1] != MOTION_DIM:
             raise ValueError(f"motion must be (B, {MOTION_DIM}), got {tuple(motion.shape)}")
-        pose, expr, gaze = motion[:, _POSE], motion[:, _EXPR], motion[:, _GAZE]
+        pose, expr = motion[:, _POSE], motion[:, _EXPR]
         shaped = self.landmarks + torch.einsum("bk,kvc->bvc", expr, self.basis)  # Bx478x3
         posed = self._apply_pose(shaped, pose)
         anchors = self._apply_pose(self.anchors.expand(motion.shape[0], -1, -1), pose)
         follow = self.anchor_follow[None, :, None]
-        anchors_xy = self.anchors[None, :, :2] + follow * (anchors[..., :2] - self.anchors[None, :, :2])
+        anchors_xy = self.anchors[None, :, :2] + follow * (
+            anchors[..., :2] - self.anchors[None, :, :2]
+        )
         vertices = torch.cat([posed[:, :NUM_FACE_VERTICES, :2], anchors_xy], 1)  # BxVx2
         backward = self._backward_map(vertices - self.source_xy)  # BxRxRx2
         landmarks_out = posed[..., :2]
         offsets = self._eye_offsets(landmarks_out, motion)
-        backward = sample_at(backward.permute(0, 3, 1, 2), self.field_points + offsets, self.image_size)
+        backward = sample_at(
+            backward.permute(0, 3, 1, 2), self.field_points + offsets, self.image_size
+        )
         full = F.interpolate(backward, size=self.image_size, mode="bilinear", align_corners=False)
-        layer = sample_at(self.layer.expand(motion.shape[0], -1, -1, -1), full.permute(0, 2, 3, 1), self.image_size)
+        layer = sample_at(
+            self.layer.expand(motion.shape[0], -1, -1, -1),
+            full.permute(0, 2, 3, 1),
+            self.image_size,
+        )
         rgb, alpha = layer[:, :3], layer[:, 3:]
         out = rgb * alpha + self.background * (1.0 - alpha)
         return self._paint_mouth(out, landmarks_out).clamp(0.0, 1.0)
@@ -164,7 +178,9 @@ class FaceRenderer(nn.Module):
         for step in range(self.config.inverse_iterations):
             update = target - sample_at(forward, source, self.image_size).permute(0, 2, 3, 1)
             # Damping the last step stops oscillation where the warp compresses strongly.
-            source = update if step < self.config.inverse_iterations - 1 else 0.5 * (source + update)
+            source = (
+                update if step < self.config.inverse_iterations - 1 else 0.5 * (source + update)
+            )
         return source
 
     @torch.no_grad()

@@ -48,7 +48,7 @@ def pixel_grid(size: int, image_size: int) -> torch.Tensor:
 
 
 def sample_at(field: torch.Tensor, points: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Bilinear read of field (B, C, H, W) covering the crop at points (B, h, w, 2) -> (B, C, h, w)."""
+    """Bilinear read of field (B, C, H, W) over the crop at points (B, h, w, 2) -> (B, C, h, w)."""
     grid = points * (2.0 / image_size) - 1.0
     return F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -98,7 +98,9 @@ def eval_curve_table(
     return F.grid_sample(table, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def smoothstep(edge0: float | torch.Tensor, edge1: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def smoothstep(
+    edge0: float | torch.Tensor, edge1: float | torch.Tensor, x: torch.Tensor
+) -> torch.Tensor:
     t = ((x - edge0) / (edge1 - edge0)).clamp(0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 

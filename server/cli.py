@@ -26,11 +26,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     render = sub.add_parser("render", help="portrait + speech -> lip-synced 512x512 MP4")
-    render.add_argument("--portrait", type=Path, help="photo or painting (default: built-in La Velata)")
+    render.add_argument(
+        "--portrait", type=Path, help="photo or painting (default: built-in La Velata)"
+    )
     source = render.add_mutually_exclusive_group(required=True)
     source.add_argument("--audio", type=Path, help="speech in any format FFmpeg reads")
     source.add_argument("--text", help="text to speak with the built-in TTS (flite)")
-    render.add_argument("--voice", help="TTS voice (flite: kal, awb, rms, slt; or an espeak-ng voice)")
+    render.add_argument(
+        "--voice", help="TTS voice (flite: kal, awb, rms, slt; or an espeak-ng voice)"
+    )
     render.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 path")
     render.add_argument("--fps", type=int, default=25, help="frame rate, 25-40 (default 25)")
     render.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion")
@@ -45,7 +49,9 @@ def _render(args: argparse.Namespace) -> None:
         audio = args.audio
         if args.text is not None:
             audio = synthesize_speech(args.text, Path(tmp) / "speech.wav", voice=args.voice)
-        report = render_to_mp4(audio, args.output, args.portrait, RenderJobConfig(fps=args.fps, seed=args.seed))
+        report = render_to_mp4(
+            audio, args.output, args.portrait, RenderJobConfig(fps=args.fps, seed=args.seed)
+        )
     for note in report.notes:
         print(f"note: {note}")
     print(
@@ -63,13 +69,17 @@ def _prepare(args: argparse.Namespace) -> None:
     yaw, pitch, roll = (float(v) for v in avatar.pose)
     print(
         f"prepared {args.portrait or 'built-in portrait'} in {time.perf_counter() - start:.2f} s "
-        f"(pose yaw {yaw:+.2f} pitch {pitch:+.2f} roll {roll:+.2f} rad; id {avatar.content_hash[:12]})"
+        f"(pose yaw {yaw:+.2f} pitch {pitch:+.2f} roll {roll:+.2f} rad; "
+        f"id {avatar.content_hash[:12]})"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         {"render": _render, "prepare": _prepare}[args.command](args)
     except FacecastError as exc:

@@ -86,10 +86,14 @@ def render_to_mp4(
     finally:
         partial.unlink(missing_ok=True)
     wall_s = time.perf_counter() - start
-    return RenderReport(output, frames, config.fps, samples / FEATURE_RATE, wall_s, prepare_s, avatar.notes)
+    return RenderReport(
+        output, frames, config.fps, samples / FEATURE_RATE, wall_s, prepare_s, avatar.notes
+    )
 
 
-def _render(avatar: Avatar, feature_audio, output_audio, path: Path, config: RenderJobConfig) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+def _render(
+    avatar: Avatar, feature_audio, output_audio, path: Path, config: RenderJobConfig
+) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     renderer = FaceRenderer(avatar, config.renderer)
     extractor = AudioFeatureExtractor(config.features, config.fps)
     motion = ProceduralMotionSource(config.baseline, config.fps, seed=config.seed)

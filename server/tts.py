@@ -21,17 +21,23 @@ def available_engines() -> list[str]:
     return [name for name in ("flite", "espeak-ng") if shutil.which(name)]
 
 
-def synthesize_speech(text: str, path: Path, voice: str | None = None, engine: str | None = None) -> Path:
+def synthesize_speech(
+    text: str, path: Path, voice: str | None = None, engine: str | None = None
+) -> Path:
     """Speak `text` into a wav file at `path` with flite (default) or espeak-ng."""
     text = " ".join(text.split())
     if not text:
         raise TtsError("the text to speak is empty")
     if len(text) > MAX_TEXT_CHARS:
-        raise TtsError(f"the text is {len(text)} characters; split it into parts of at most {MAX_TEXT_CHARS}")
+        raise TtsError(
+            f"the text is {len(text)} characters; split it into parts of at most {MAX_TEXT_CHARS}"
+        )
     engines = available_engines()
     engine = engine or (engines[0] if engines else None)
     if engine is None or engine not in engines:
-        raise TtsError("no text-to-speech engine found; install one: apt-get install flite espeak-ng")
+        raise TtsError(
+            "no text-to-speech engine found; install one: apt-get install flite espeak-ng"
+        )
     if engine == "flite":
         command = ["flite", "-voice", voice or "kal", "-t", text, "-o", str(path)]
     else:

@@ -1,0 +1,33 @@
+"""Portrait helpers for tests: the shipped portrait and measurements on rendered frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engines import face_landmarks as fl
+from engines.face_encoder import default_portrait_path
+
+SHARED_PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "portraits"
+
+
+def portrait_path() -> Path:
+    return default_portrait_path()
+
+
+def landmarks_of(rgb: np.ndarray) -> np.ndarray:
+    """Landmarks traced by MediaPipe on a rendered frame: an independent read of what it shows."""
+    landmarks = fl.face_mesh(np.ascontiguousarray(rgb))
+    assert landmarks is not None, "the landmarker found no face in a rendered frame"
+    return landmarks
+
+
+def mouth_gap(rgb: np.ndarray) -> float:
+    """Inner-lip opening / face height, measured on the image itself."""
+    return fl.inner_lip_gap(landmarks_of(rgb))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
