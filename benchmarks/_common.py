@@ -204,7 +204,9 @@ def machine_markdown(info: dict[str, Any]) -> str:
     )
 
 
-def write_results(name: str, data: dict[str, Any], markdown: str, out_dir: Path = RESULTS_DIR) -> Path:
+def write_results(
+    name: str, data: dict[str, Any], markdown: str, out_dir: Path = RESULTS_DIR
+) -> Path:
     """Write NAME.json and NAME.md under out_dir; returns the Markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")

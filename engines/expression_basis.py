@@ -78,10 +78,14 @@ def _jaw_open(f: FaceFrame) -> np.ndarray:
     # the ears, so the effect fades towards the sides of the face.
     lateral = 1.0 - _smoothstep(0.7, 1.6, np.abs(f.a))
     below = _smoothstep(-0.02, 0.12, f.b) * lateral
-    across = np.clip(1.0 - 0.5 * (f.a / max(f.mouth_half_width, 1e-3)) ** 2, 0.3, 1.0)
+    rel = f.a / max(f.mouth_half_width, 1e-3)
+    across = np.clip(1.0 - 0.5 * rel**2, 0.3, 1.0)
     weight = np.where(_LOWER_LIP > 0, across, below)
-    weight = np.where(_CORNER_MASK > 0, 0.4, weight)
-    dv = 0.3 * weight - 0.02 * _UPPER_LIP * across
+    weight = np.where(_CORNER_MASK > 0, 0.45, weight)
+    # The upper lip near the corners follows the jaw a little, so the opening
+    # tapers like a lens towards the corners instead of ending in a step.
+    upper_follow = 0.35 * np.clip(rel**4, 0.0, 1.0) * _UPPER_LIP
+    dv = 0.3 * (weight + upper_follow) - 0.02 * _UPPER_LIP * across
     du = -0.04 * np.sign(f.a) * _CORNER_MASK
     return np.stack([du, dv, 0.08 * weight])
 

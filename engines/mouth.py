@@ -62,7 +62,7 @@ def mouth_interior(
     alpha = smoothstep(-aa, aa, ys - y_up) * smoothstep(-aa, aa, y_low - ys)
     alpha = alpha * smoothstep(0.5 * pixel, 1.5 * pixel, gap)
     # Close at the corners even where a turned face folds the lip contour.
-    alpha = alpha * (1.0 - smoothstep(0.8, 1.0, xs.abs() / half[:, None, None]))
+    alpha = alpha * (1.0 - smoothstep(0.6, 1.0, xs.abs() / half[:, None, None]))
 
     w = width[:, None, None]
     rel_x = xs / (0.5 * w)
