@@ -31,9 +31,12 @@ __all__ = [
     "RADIO_SPEECH",
     "SHARED_PORTRAIT",
     "Stopwatch",
+    "OtherLoad",
+    "busy_cores",
     "machine_info",
     "summarize",
     "markdown_table",
+    "records_table",
     "machine_markdown",
     "write_results",
     "portraits",
@@ -99,6 +102,7 @@ def machine_info() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "pyav": av.__version__,
         "video_encoder": _video_encoder(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
         "loadavg_start": [round(v, 2) for v in os.getloadavg()],
     }
 
@@ -107,6 +111,56 @@ def finish_machine_info(info: dict[str, Any]) -> dict[str, Any]:
     """Add the load average at the end of the run (the machine is shared)."""
     info["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     return info
+
+
+class OtherLoad:
+    """CPU used by other processes while a measurement runs, in cores (0 = idle machine).
+
+    Other jobs can share this machine from other PID namespaces, invisible to ps
+    but not to /proc/stat: machine-wide busy time minus this process's own.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._snapshot()
+
+    @staticmethod
+    def _snapshot() -> tuple[float, float, float]:
+        ticks = os.sysconf("SC_CLK_TCK")
+        try:
+            fields = [
+                float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+            ]
+            busy = (sum(fields[:8]) - fields[3] - fields[4]) / ticks  # minus idle and iowait
+        except (OSError, ValueError, IndexError):
+            busy = float("nan")
+        own = os.times()
+        return (
+            time.perf_counter(),
+            busy,
+            own.user + own.system + own.children_user + own.children_system,
+        )
+
+    def cores(self) -> float:
+        """Average number of cores other processes kept busy since construction."""
+        end = self._snapshot()
+        wall = max(end[0] - self._start[0], 1e-9)
+        return round(max(0.0, (end[1] - self._start[1]) - (end[2] - self._start[2])) / wall, 2)
+
+
+@contextlib.contextmanager
+def busy_cores(count: int) -> Iterator[None]:
+    """Keep `count` cores busy with spinning child processes, to emulate a shared machine."""
+    import subprocess
+    import sys
+
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in spinners:
+            proc.terminate()
+        for proc in spinners:
+            proc.wait(timeout=10)
 
 
 def summarize(samples: Sequence[float]) -> dict[str, float]:
@@ -194,13 +248,28 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def records_table(records: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """Markdown table of records; columns are (header, key) with dotted keys into nested dicts."""
+
+    def get(record: dict[str, Any], key: str) -> Any:
+        value: Any = record
+        for part in key.split("."):
+            value = value.get(part, "") if isinstance(value, dict) else ""
+        return value
+
+    return markdown_table(
+        [h for h, _ in columns], [[get(r, k) for _, k in columns] for r in records]
+    )
+
+
 def machine_markdown(info: dict[str, Any]) -> str:
     gpu = info.get("gpu") or "none"
     return (
         f"Measured {info['date']} on {info['cpu_model']} ({info['cpu_cores']} cores), GPU: {gpu}; "
         f"torch {info['torch']} ({info['torch_threads']} intra-op threads by default), "
         f"PyAV {info['pyav']} with {info['video_encoder']}; load average "
-        f"{info['loadavg_start']} at start, {info.get('loadavg_end')} at end."
+        f"{info['loadavg_start']} at start, {info.get('loadavg_end')} at end (1, 5, 15 min). "
+        "'other load' columns: cores kept busy by other processes during that measurement."
     )
 
 

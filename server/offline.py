@@ -38,8 +38,9 @@ OUTPUT_AUDIO_RATE = 48000
 class RenderJobConfig:
     fps: int = 25
     seed: int = 0
-    # Frames rendered per renderer call: batching amortises per-call overhead.
-    batch_frames: int = 8
+    # Frames per renderer call. On CPU batching is slower per frame
+    # (benchmarks/results/bench_renderer.md); on GPU larger batches pay off.
+    batch_frames: int = 1
     encoder: FaceEncoderConfig = field(default_factory=FaceEncoderConfig)
     renderer: RendererConfig = field(default_factory=RendererConfig)
     features: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
