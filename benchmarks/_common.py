@@ -274,9 +274,10 @@ def machine_markdown(info: dict[str, Any]) -> str:
 
 
 def write_results(
-    name: str, data: dict[str, Any], markdown: str, out_dir: Path = RESULTS_DIR
+    name: str, data: dict[str, Any], markdown: str, out_dir: Path | None = None
 ) -> Path:
-    """Write NAME.json and NAME.md under out_dir; returns the Markdown path."""
+    """Write NAME.json and NAME.md under out_dir (default benchmarks/results); return the .md."""
+    out_dir = out_dir or RESULTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     md_path = out_dir / f"{name}.md"

@@ -185,9 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     data = run(args)
-    md = write_results(
-        NAME, data, _markdown(data), **({"out_dir": args.out_dir} if args.out_dir else {})
-    )
+    md = write_results(NAME, data, _markdown(data), args.out_dir)
     print(md.read_text())
 
 

@@ -458,9 +458,7 @@ def main(argv: list[str] | None = None) -> None:
         data = run(args)
     data["busy_cores"] = args.busy_cores
     name = f"{NAME}_busy{args.busy_cores}" if args.busy_cores else NAME
-    md = write_results(
-        name, data, _markdown(data), **({"out_dir": args.out_dir} if args.out_dir else {})
-    )
+    md = write_results(name, data, _markdown(data), args.out_dir)
     print(md.read_text())
 
 
