@@ -41,6 +41,16 @@ def _parser() -> argparse.ArgumentParser:
 
     prepare = sub.add_parser("prepare", help="analyse a portrait once and cache it")
     prepare.add_argument("--portrait", type=Path, help="photo or painting (default: built-in)")
+
+    serve = sub.add_parser("serve", help="live server: web client, WebRTC, WebSocket, WHEP")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument("--fps", type=int, help="default session frame rate, 1-40 (default 25)")
+    serve.add_argument("--max-sessions", type=int, help="concurrent sessions (default 4)")
+    serve.add_argument("--torch-threads", type=int, help="torch threads (default 1)")
+    serve.add_argument(
+        "--session-idle-timeout", type=float, help="close unwatched sessions after N s"
+    )
     return parser
 
 
@@ -74,6 +84,33 @@ def _prepare(args: argparse.Namespace) -> None:
     )
 
 
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn  # imported here: `render` and `prepare` do not need the web stack
+
+    from .app import create_app
+    from .config import load_config
+
+    config = load_config(
+        host=args.host,
+        port=args.port,
+        fps=args.fps,
+        max_sessions=args.max_sessions,
+        torch_threads=args.torch_threads,
+        session_idle_timeout_s=args.session_idle_timeout,
+    )
+    if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_token is None:
+        logger.warning(
+            "listening on %s without FACECAST_API_TOKEN: anyone can connect", config.host
+        )
+    print(f"facecast: open http://{config.host}:{config.port}/ in a browser", flush=True)
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        log_level="info" if args.verbose else "warning",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -81,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        {"render": _render, "prepare": _prepare}[args.command](args)
+        {"render": _render, "prepare": _prepare, "serve": _serve}[args.command](args)
     except FacecastError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

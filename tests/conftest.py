@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.live import LiveServer, run_server
 from tests.speech import SpeechClip, flite_voices, make_speech_clip, tts_available, write_wav
 
 SPEECH_TEXT = "Peter picked a bowl of blue berries, and she was surprised to see him."
@@ -44,3 +46,16 @@ def silence_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 s of digital silence, 16 kHz mono 16-bit wav."""
     path = tmp_path_factory.mktemp("silence") / "silence.wav"
     return write_wav(path, np.zeros(3 * SAMPLE_RATE, dtype=np.float32), SAMPLE_RATE)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One real `facecast serve` subprocess on loopback for all live tests.
+
+    Capped at 3 sessions and closing unwatched sessions after 4 s, so the cap
+    and the cleanup of vanished clients are testable in seconds.
+    """
+    data_dir = tmp_path_factory.mktemp("live")
+    args = ("--max-sessions", "3", "--session-idle-timeout", "4")
+    with run_server(data_dir, *args) as server:
+        yield server

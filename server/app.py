@@ -1,0 +1,118 @@
+"""The FastAPI application: web client, REST API, WebSockets, WHEP and /metrics.
+
+`create_app(config)` builds everything from one ServerConfig; `facecast serve`
+runs it under uvicorn. Errors from the engines map to HTTP statuses here, at
+the edge, with the engines' own messages as `detail`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+
+from engines.errors import (
+    FaceTooSmallError,
+    InvalidAudioError,
+    InvalidImageError,
+    NoFaceError,
+    NotAFaceError,
+)
+
+from .api_sessions import router as sessions_router
+from .auth import require_token
+from .config import ServerConfig
+from .portraits import UnknownPortraitError
+from .sessions import SessionLimitError, UnknownSessionError
+from .state import ServerState, UnknownPeerError
+from .tts import TtsError
+from .webrtc import InvalidOfferError
+from .whep import router as whep_router
+from .ws_api import router as websocket_router
+
+__all__ = ["create_app", "WEB_CLIENT_DIR"]
+
+WEB_CLIENT_DIR = Path(__file__).resolve().parents[1] / "web_client"
+
+_STATUS = {
+    UnknownSessionError: 404,
+    UnknownPortraitError: 404,
+    UnknownPeerError: 404,
+    SessionLimitError: 503,
+    InvalidOfferError: 400,
+    InvalidImageError: 415,
+    InvalidAudioError: 415,
+    NoFaceError: 422,
+    NotAFaceError: 422,
+    FaceTooSmallError: 422,
+    TtsError: 422,
+    OverflowError: 429,
+}
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    state = ServerState.build(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.startup()
+        yield
+        await state.shutdown()
+
+    app = FastAPI(
+        title="facecast",
+        description="Real-time talking portraits over WebRTC. See README.md for the protocol.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.facecast = state
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Location", "ETag"],
+        )
+    for error_type, status in _STATUS.items():
+        app.add_exception_handler(error_type, _error_handler(status))
+    app.add_exception_handler(ValueError, _error_handler(422))
+    protected = [Depends(require_token)]
+    app.include_router(sessions_router, prefix="/api", dependencies=protected)
+    app.include_router(whep_router, dependencies=protected)
+    app.include_router(websocket_router, prefix="/api")  # checks the token itself
+    _add_misc_routes(app, state, protected)
+    if WEB_CLIENT_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=WEB_CLIENT_DIR), name="static")
+    return app
+
+
+def _error_handler(status: int):  # type: ignore[no-untyped-def]
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    return handle
+
+
+def _add_misc_routes(app: FastAPI, state: ServerState, protected: list) -> None:  # type: ignore[type-arg]
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        page = WEB_CLIENT_DIR / "index.html"
+        if not page.exists():
+            raise HTTPException(404, "the web client is not installed (web_client/index.html)")
+        return FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/health", dependencies=protected)
+    async def health() -> dict[str, object]:
+        return {"status": "ok", "sessions": len(state.sessions)}
+
+    @app.get("/metrics", dependencies=protected, response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(
+            state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )

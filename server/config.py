@@ -1,0 +1,134 @@
+"""Server configuration: frozen dataclasses, loaded once at the entry point and passed down.
+
+Environment variables (all optional) override the defaults; command-line flags
+override both. Every knob has one home here, so nothing deeper reads os.environ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from engines.audio_features import AudioFeatureConfig
+from engines.baseline import BaselineConfig
+from engines.face_encoder import FaceEncoderConfig, default_cache_dir
+from engines.renderer import RendererConfig
+
+__all__ = ["IceServer", "SessionConfig", "ServerConfig", "load_config", "MAX_FPS"]
+
+# aiortc's encoders and the browser pipeline are tuned for <= 30 fps; 40 is the
+# product's ceiling (webrtc.configure_encoders raises their assumed rate to it).
+MAX_FPS = 40
+
+
+@dataclass(frozen=True)
+class IceServer:
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """One live session: frame rate, pacing and the engines' own configs."""
+
+    fps: int = 25
+    seed: int = 0
+    # Frames and audio leave this long after their audio was taken in. None
+    # derives it from the feature look-ahead, one frame of pacing and one frame
+    # of render time (120 ms at 25 fps); see Session.playout_delay_s.
+    playout_delay_s: float | None = None
+    # A streamed utterance starts playing once this much of it is queued (or it
+    # ended): absorbs network jitter without gaps mid-word.
+    jitter_buffer_s: float = 0.04
+    # Queued speech beyond this makes producers wait (WebSocket) or get 429.
+    max_queued_speech_s: float = 300.0
+    # Rendered frames waiting for their due time; a full store drops the oldest.
+    max_buffered_frames: int = 16
+    renderer: RendererConfig = field(default_factory=RendererConfig)
+    features: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.fps <= MAX_FPS:
+            raise ValueError(f"fps must be between 1 and {MAX_FPS}, got {self.fps}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"  # localhost only unless asked: the API has no token by default
+    port: int = 8080
+    max_sessions: int = 4
+    api_token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    ice_servers: tuple[IceServer, ...] = ()  # none needed on localhost
+    max_portrait_bytes: int = 20 * 1024 * 1024
+    max_audio_bytes: int = 50 * 1024 * 1024
+    max_audio_seconds: float = 600.0
+    # One torch thread per session: on small CPUs two threads stall when
+    # another session holds a core (benchmarks/results/bench_renderer_busy1.md).
+    torch_threads: int = 1
+    # A session with no viewer and no WebSocket client for this long is closed.
+    session_idle_timeout_s: float = 60.0
+    data_dir: Path = field(default_factory=lambda: default_cache_dir().parent)
+    session: SessionConfig = field(default_factory=SessionConfig)
+    encoder: FaceEncoderConfig = field(default_factory=FaceEncoderConfig)
+
+    @property
+    def portrait_dir(self) -> Path:
+        return self.data_dir / "portraits"
+
+
+def _parse_ice_servers(text: str) -> tuple[IceServer, ...]:
+    """JSON like RTCConfiguration.iceServers: [{"urls": "turn:host", "username": .., ...}]."""
+    try:
+        entries = json.loads(text)
+        servers = []
+        for entry in entries:
+            urls = entry["urls"]
+            servers.append(
+                IceServer(
+                    tuple([urls] if isinstance(urls, str) else urls),
+                    entry.get("username"),
+                    entry.get("credential"),
+                )
+            )
+        return tuple(servers)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f'FACECAST_ICE_SERVERS must be JSON like [{{"urls": "stun:stun.example.org"}}]: {exc}'
+        ) from exc
+
+
+def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> ServerConfig:
+    """Defaults, then FACECAST_* environment variables, then explicit overrides (CLI flags)."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    if "FACECAST_HOST" in env:
+        values["host"] = env["FACECAST_HOST"]
+    if "FACECAST_PORT" in env:
+        values["port"] = int(env["FACECAST_PORT"])
+    if "FACECAST_MAX_SESSIONS" in env:
+        values["max_sessions"] = int(env["FACECAST_MAX_SESSIONS"])
+    if env.get("FACECAST_API_TOKEN"):
+        values["api_token"] = env["FACECAST_API_TOKEN"]
+    if env.get("FACECAST_CORS_ORIGINS"):
+        values["cors_origins"] = tuple(o.strip() for o in env["FACECAST_CORS_ORIGINS"].split(","))
+    if env.get("FACECAST_ICE_SERVERS"):
+        values["ice_servers"] = _parse_ice_servers(env["FACECAST_ICE_SERVERS"])
+    if "FACECAST_TORCH_THREADS" in env:
+        values["torch_threads"] = int(env["FACECAST_TORCH_THREADS"])
+    if "FACECAST_DATA_DIR" in env:
+        values["data_dir"] = Path(env["FACECAST_DATA_DIR"])
+    session_values = {k: overrides.pop(k) for k in ("fps", "seed") if k in overrides}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = ServerConfig(**values)  # type: ignore[arg-type]
+    session_values = {k: v for k, v in session_values.items() if v is not None}
+    if session_values:
+        config = replace(config, session=replace(config.session, **session_values))
+    if config.max_sessions < 1:
+        raise ValueError(f"max_sessions must be at least 1, got {config.max_sessions}")
+    return config

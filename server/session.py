@@ -1,0 +1,428 @@
+"""One live session: one avatar, one motion stream, one clock, the buffers its tracks read.
+
+The producer is an asyncio task that wakes once per video tick, takes that
+tick's audio from the speech queue, writes it to the playback ring, and hands
+the model and render work to the session's own one-thread executor, so the
+event loop never blocks and torch work of one session stays serial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+from engines.audio_features import AudioFeatureExtractor
+from engines.avatar import Avatar
+from engines.baseline import ProceduralMotionSource
+from engines.controls import ControlMixer, Controls
+from engines.renderer import FaceRenderer
+from engines.types import AudioChunk
+
+from .audio_ingest import FEATURE_RATE, PLAYBACK_RATE, Downsampler
+from .config import SessionConfig
+from .media import PlayoutSource, SessionAudioTrack, SessionVideoTrack
+from .metrics import ServerMetrics
+from .playout import AudioRing, FrameStore, SessionClock, StoredFrame
+from .speech_queue import SpeechQueue, TakenAudio, Utterance
+
+__all__ = ["Session", "playout_delay_s"]
+
+logger = logging.getLogger(__name__)
+
+_EVENT_QUEUE = 256
+_RING_SECONDS = 4
+_TICKS_REMEMBERED = 64
+
+
+def playout_delay_s(config: SessionConfig, feature_latency_s: float) -> float:
+    """Audio-to-frame floor: feature look-ahead + one tick of pacing + one frame to render."""
+    if config.playout_delay_s is not None:
+        return config.playout_delay_s
+    return feature_latency_s + 2.0 / config.fps
+
+
+class _MotionPipeline:
+    """Audio in, rendered frames out; lives on the session's executor thread only."""
+
+    def __init__(self, avatar: Avatar, config: SessionConfig) -> None:
+        self.downsampler = Downsampler()
+        self.extractor = AudioFeatureExtractor(config.features, config.fps)
+        self.motion = ProceduralMotionSource(config.baseline, config.fps, seed=config.seed)
+        self.mixer = ControlMixer(config.fps)
+        self.renderer = FaceRenderer(avatar, config.renderer)
+        self._feature_pts = 0
+
+    def step(
+        self, speech: np.ndarray, should_render: Callable[[int], bool]
+    ) -> list[tuple[int, np.ndarray | None, float]]:
+        """One tick of 48 kHz speech in; (frame index, rgb or None if skipped, render s) out."""
+        samples = self.downsampler.push(speech)
+        chunk = AudioChunk(samples.astype(np.float32), FEATURE_RATE, self._feature_pts)
+        self._feature_pts += len(samples)
+        features = self.extractor.push(chunk)
+        if len(features) == 0:
+            return []
+        window = self.mixer.apply(self.motion.step(features))
+        rendered: list[tuple[int, np.ndarray | None, float]] = []
+        with torch.inference_mode():
+            for row, values in enumerate(window.values):
+                index = window.pts + row
+                if not should_render(index):
+                    rendered.append((index, None, 0.0))
+                    continue
+                start = time.perf_counter()
+                rgb = self.renderer.render(values[None])[0]
+                rendered.append((index, rgb, time.perf_counter() - start))
+        return rendered
+
+    def neutral_frame(self) -> np.ndarray:
+        with torch.inference_mode():
+            return self.renderer.render(self.mixer.apply(self.motion.idle(1)).values)[0]
+
+
+class Session:
+    """Create with `await Session.start(...)`; close with `await session.close()`."""
+
+    def __init__(
+        self,
+        avatar: Avatar,
+        portrait_id: str,
+        config: SessionConfig,
+        metrics: ServerMetrics,
+        pipeline: _MotionPipeline,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.portrait_id = portrait_id
+        self.config = config
+        self.created_at = time.time()
+        self.last_active = time.monotonic()
+        self.metrics = metrics
+        self.frames_sent = 0
+        self.frames_dropped = 0
+        self.first_frame_s: float | None = None
+        self.viewers = 0
+        self.clients = 0
+        self.closed = False
+        self._avatar = avatar
+        self._pipeline = pipeline
+        self._executor = executor
+        self._started = time.monotonic()
+        delay = playout_delay_s(config, pipeline.extractor.latency_s)
+        self.clock = SessionClock.start_now(config.fps, delay, PLAYBACK_RATE)
+        self.speech = SpeechQueue(
+            int(config.max_queued_speech_s * PLAYBACK_RATE),
+            int(config.jitter_buffer_s * PLAYBACK_RATE),
+        )
+        self._space = asyncio.Event()
+        self._space.set()
+        self._frames = FrameStore(config.max_buffered_frames)
+        self._ring = AudioRing(_RING_SECONDS * PLAYBACK_RATE)
+        self._first_frame = asyncio.Event()
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._playing: dict[str, Utterance] = {}  # taken in, end not yet heard
+        self._render_times: collections.deque[float] = collections.deque(maxlen=256)
+        self._latencies: collections.deque[float] = collections.deque(maxlen=256)
+        self._sent_times: collections.deque[float] = collections.deque(maxlen=4 * config.fps)
+        self._tick_entered: dict[int, float] = {}
+        self._tracks: list[SessionVideoTrack | SessionAudioTrack] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def start(
+        cls, avatar: Avatar, portrait_id: str, config: SessionConfig, metrics: ServerMetrics
+    ) -> Session:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecast-session")
+        loop = asyncio.get_running_loop()
+        pipeline = await loop.run_in_executor(executor, _MotionPipeline, avatar, config)
+        session = cls(avatar, portrait_id, config, metrics, pipeline, executor)
+        # The neutral frame is shown until the first paced frame: a viewer never waits on a tick.
+        neutral = await loop.run_in_executor(executor, pipeline.neutral_frame)
+        session._frames.put(StoredFrame(-1, neutral, time.monotonic()))
+        session._first_frame.set()
+        session._tasks = [
+            asyncio.create_task(session._produce(), name=f"produce-{session.id}"),
+            asyncio.create_task(session._publish_stats(), name=f"stats-{session.id}"),
+        ]
+        logger.info("session %s started (portrait %s)", session.id, portrait_id)
+        return session
+
+    # ---- outputs -----------------------------------------------------------------
+
+    def create_tracks(self) -> tuple[SessionVideoTrack, SessionAudioTrack]:
+        source = PlayoutSource(
+            self.clock,
+            self._frames,
+            self._ring,
+            self._first_frame,
+            self._on_video_frame,
+            self._on_skipped_frames,
+        )
+        video, audio = SessionVideoTrack(source), SessionAudioTrack(source)
+        self.viewers += 1
+        self._tracks += [video, audio]
+        video.on("ended", self._on_viewer_gone)
+        return video, audio
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=_EVENT_QUEUE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.discard(queue)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        for queue in self._subscribers:
+            if queue.full():  # a slow reader loses its oldest events, never blocks the session
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    # ---- inputs ------------------------------------------------------------------
+
+    def enqueue(self, samples: np.ndarray, source: str) -> Utterance:
+        """A whole utterance of float32 (S,) 48 kHz samples, played after what is queued."""
+        if len(samples) > self.speech.space_samples:
+            raise OverflowError(
+                f"{len(samples) / PLAYBACK_RATE:.1f} s of audio does not fit in the speech queue "
+                f"({self.speech.space_samples / PLAYBACK_RATE:.1f} s free); wait or interrupt"
+            )
+        utterance = Utterance(source, streaming=False)
+        self.speech.add(utterance, samples)
+        self.metrics.utterances.inc(source=source)
+        self._touch()
+        return utterance
+
+    def open_stream(self, source: str) -> Utterance:
+        utterance = Utterance(source, streaming=True)
+        self.speech.add(utterance)
+        self.metrics.utterances.inc(source=source)
+        return utterance
+
+    async def push_stream(self, utterance: Utterance, samples: np.ndarray) -> None:
+        """Append to a streamed utterance, waiting while the queue is full (backpressure)."""
+        while len(samples) > self.speech.space_samples and not self.closed:
+            self._space.clear()
+            await self._space.wait()
+        if utterance.interrupted or self.closed:
+            return  # barge-in cut it: the rest of its audio is dropped on purpose
+        self.speech.push(utterance, samples)
+        self._touch()
+
+    def end_stream(self, utterance: Utterance) -> None:
+        utterance.ended = True
+
+    def push_microphone(self, samples: np.ndarray) -> None:
+        self.speech.push_live(samples)
+        self._touch()
+
+    def interrupt(self) -> int:
+        """Barge-in: queued and playing speech stop now; the face returns to idle.
+
+        Returns how many utterances were cut short."""
+        self.metrics.interrupts.inc()
+        return self._cut_speech()
+
+    def _cut_speech(self) -> int:
+        now = time.monotonic()
+        stopped = {u.id: u for u in self.speech.clear()}
+        stopped.update(self._playing)
+        self._playing.clear()
+        self._ring.truncate(max(0, self.clock.sample_position_at(now)))
+        # Frames rendered ahead were articulating the dropped audio.
+        self._frames.drop_after(self.clock.frame_index_at(now))
+        for utterance in stopped.values():
+            utterance.interrupted = True
+            self._finish(utterance, interrupted=True)
+        self._space.set()
+        return len(stopped)
+
+    async def set_controls(self, values: dict[str, object]) -> Controls:
+        controls = Controls.from_dict(values, base=self._pipeline.mixer.controls)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._pipeline.mixer.set, controls)
+        return controls
+
+    @property
+    def controls(self) -> Controls:
+        return self._pipeline.mixer.controls
+
+    async def set_portrait(self, avatar: Avatar, portrait_id: str) -> None:
+        def swap() -> None:
+            self._pipeline.renderer = FaceRenderer(avatar, self.config.renderer)
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, swap)
+        self._avatar, self.portrait_id = avatar, portrait_id
+
+    @property
+    def speaking(self) -> bool:
+        return bool(self._playing) or any(u.taken_samples for u in self.speech.utterances)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._space.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for track in self._tracks:
+            track.stop()
+        self._cut_speech()
+        self.publish({"type": "closed", "session_id": self.id})
+        self._subscribers.clear()
+        self._executor.shutdown(wait=False)
+        self._pipeline = None  # type: ignore[assignment]  # release the renderer's tensors
+        logger.info("session %s closed", self.id)
+
+    # ---- the producer ------------------------------------------------------------
+
+    async def _produce(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = 0
+        while True:
+            await _sleep_until(self.clock.tick_time(tick + 1))
+            start = self.clock.sample_position(tick)
+            taken = self.speech.take(self.clock.sample_position(tick + 1) - start)
+            self._tick_entered[tick] = time.monotonic()
+            self._tick_entered.pop(tick - _TICKS_REMEMBERED, None)
+            self._ring.write(start, taken.playback)
+            self._schedule_events(taken, start)
+            if taken.underrun:
+                self.metrics.audio_underruns.inc()
+            self._space.set()
+            try:
+                frames = await loop.run_in_executor(
+                    self._executor, self._pipeline.step, taken.speech, self._should_render
+                )
+            except Exception:  # a transient fault repeats the last frame; the session goes on
+                logger.exception("session %s: frame step failed", self.id)
+                frames = []
+            self._store(frames)
+            tick += 1
+
+    def _should_render(self, index: int) -> bool:
+        if self.viewers == 0:
+            return False  # nobody watches: keep motion and timing going, skip the pixels
+        # Too late to show: rendering it would only make the next one late too.
+        return time.monotonic() < self.clock.frame_due(index)
+
+    def _store(self, frames: list[tuple[int, np.ndarray | None, float]]) -> None:
+        for index, rgb, render_s in frames:
+            if rgb is None:
+                if self.viewers:
+                    self.frames_dropped += 1
+                    self.metrics.frames_dropped.inc(reason="late")
+                continue
+            # Frame k shows the audio of tick k, which entered when that tick ended.
+            entered_at = self._tick_entered.get(index, time.monotonic())
+            self._frames.put(StoredFrame(index, rgb, entered_at))
+            self._render_times.append(render_s)
+            self.metrics.frame_time_seconds.observe(render_s)
+
+    def _schedule_events(self, taken: TakenAudio, tick_start: int) -> None:
+        loop = asyncio.get_running_loop()
+        for utterance, offset in taken.started:
+            self._playing[utterance.id] = utterance
+            utterance.play_start = tick_start + offset
+            delay = self.clock.sample_due(tick_start + offset) - time.monotonic()
+            loop.call_later(max(0.0, delay), self._announce_start, utterance)
+        for utterance, offset in taken.finished:
+            delay = self.clock.sample_due(tick_start + offset) - time.monotonic()
+            loop.call_later(max(0.0, delay), self._finish, utterance, False)
+
+    def _announce_start(self, utterance: Utterance) -> None:
+        if not utterance.interrupted:
+            self.publish(
+                {
+                    "type": "playback_started",
+                    "utterance_id": utterance.id,
+                    "source": utterance.source,
+                }
+            )
+
+    def _finish(self, utterance: Utterance, interrupted: bool) -> None:
+        if utterance.interrupted and not interrupted:
+            return  # its interrupted event went out already
+        self._playing.pop(utterance.id, None)
+        played = utterance.taken_samples
+        if interrupted and utterance.play_start is not None:
+            heard = self.clock.sample_position_at(time.monotonic()) - utterance.play_start
+            played = min(max(heard, 0), played)
+        elif interrupted:
+            played = 0
+        self.publish(
+            {
+                "type": "playback_finished",
+                "utterance_id": utterance.id,
+                "source": utterance.source,
+                "position_s": round(played / PLAYBACK_RATE, 3),
+                "interrupted": interrupted,
+            }
+        )
+
+    # ---- track callbacks and stats -------------------------------------------------
+
+    def _on_video_frame(self, frame: StoredFrame, fresh: bool, sent_at: float) -> None:
+        self.frames_sent += 1
+        self._sent_times.append(sent_at)
+        self.metrics.frames_sent.inc()
+        self._touch()
+        if self.first_frame_s is None:
+            self.first_frame_s = sent_at - self._started
+            self.metrics.first_frame_seconds.observe(self.first_frame_s)
+        if fresh and frame.index >= 0:
+            latency = sent_at - frame.entered_at
+            self._latencies.append(latency)
+            self.metrics.audio_to_frame_seconds.observe(latency)
+
+    def _on_skipped_frames(self, count: int) -> None:
+        self.frames_dropped += count
+        self.metrics.frames_dropped.inc(count, reason="overload")
+
+    def _on_viewer_gone(self) -> None:
+        self.viewers = max(0, self.viewers - 1)
+        self._touch()
+
+    def _touch(self) -> None:
+        self.last_active = time.monotonic()
+
+    def stats(self) -> dict[str, Any]:
+        now = time.monotonic()
+        recent = sum(1 for t in self._sent_times if t > now - 2.0)
+        return {
+            "type": "stats",
+            "fps": round(recent / 2.0, 2),
+            "frames_sent": self.frames_sent,
+            "dropped_frames": self.frames_dropped,
+            "frame_time_ms_p50": _p50_ms(self._render_times),
+            "audio_to_frame_ms_p50": _p50_ms(self._latencies),
+            "first_frame_ms": None if self.first_frame_s is None else self.first_frame_s * 1000,
+            "playout_delay_ms": round(self.clock.playout_delay_s * 1000, 1),
+            "speaking": self.speaking,
+        }
+
+    async def _publish_stats(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._subscribers:
+                self.publish(self.stats())
+
+
+def _p50_ms(values: collections.deque[float]) -> float | None:
+    return round(float(np.median(values)) * 1000, 2) if values else None
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)

@@ -1,0 +1,191 @@
+"""Queued speech of one session, at the 48 kHz playback rate, taken out one video tick at a time.
+
+Utterances play one after another. Each is either whole (an uploaded file, a
+TTS result) or streamed (WebSocket PCM, which may arrive slower than real
+time). A streamed utterance starts once a small jitter buffer is filled or it
+has ended, and an underrun inside it is padded with silence rather than
+stretching time: audio and video share one clock, so nothing may slow down.
+
+The microphone is a separate live lane: it drives the lips but is not played
+back (the user would hear themselves), and it never waits behind queued speech.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Utterance", "TakenAudio", "SpeechQueue"]
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Utterance:
+    source: str  # "upload", "tts", "websocket"
+    streaming: bool
+    id: str = field(default_factory=lambda: f"u{next(_ids)}")
+    queued_samples: int = 0
+    taken_samples: int = 0
+    ended: bool = False
+    interrupted: bool = False
+    play_start: int | None = None  # playback position of its first sample, once taken
+    _chunks: collections.deque[np.ndarray] = field(default_factory=collections.deque, repr=False)
+
+    @property
+    def pending_samples(self) -> int:
+        return self.queued_samples - self.taken_samples
+
+    @property
+    def duration_s(self) -> float:
+        return self.queued_samples / SpeechQueue.RATE
+
+
+@dataclass(frozen=True)
+class TakenAudio:
+    """One tick of audio.
+
+    speech: float32 array of shape (S,): what the face should articulate (queued speech + mic).
+    playback: float32 array of shape (S,): what the viewer hears (queued speech only).
+    started / finished: utterances whose first / last sample is in this tick, with the
+    sample offset inside the tick.
+    """
+
+    speech: np.ndarray
+    playback: np.ndarray
+    started: tuple[tuple[Utterance, int], ...]
+    finished: tuple[tuple[Utterance, int], ...]
+    underrun: bool
+
+
+class SpeechQueue:
+    RATE = 48000
+
+    def __init__(
+        self, max_samples: int, jitter_samples: int, max_live_samples: int = 12000
+    ) -> None:
+        self._max_samples = max_samples
+        self._jitter_samples = jitter_samples
+        self._max_live = max_live_samples
+        self._queue: collections.deque[Utterance] = collections.deque()
+        self._live: collections.deque[np.ndarray] = collections.deque()
+        self._live_samples = 0
+
+    @property
+    def queued_samples(self) -> int:
+        return sum(u.pending_samples for u in self._queue)
+
+    @property
+    def space_samples(self) -> int:
+        return max(0, self._max_samples - self.queued_samples)
+
+    @property
+    def utterances(self) -> tuple[Utterance, ...]:
+        return tuple(self._queue)
+
+    def add(self, utterance: Utterance, samples: np.ndarray | None = None) -> None:
+        """Queue an utterance behind the others; a whole one comes with all its samples."""
+        self._queue.append(utterance)
+        if samples is not None:
+            self.push(utterance, samples)
+        if not utterance.streaming:
+            utterance.ended = True
+
+    def push(self, utterance: Utterance, samples: np.ndarray) -> None:
+        """Append float32 (S,) samples to a queued, not yet ended utterance."""
+        if utterance.ended or utterance.interrupted:
+            raise ValueError(f"utterance {utterance.id} has ended; start a new one")
+        if samples.ndim != 1:
+            raise ValueError(f"samples must have shape (S,), got {samples.shape}")
+        if len(samples) > self.space_samples:
+            raise OverflowError(
+                f"speech queue is full ({self._max_samples / self.RATE:.0f} s); "
+                "wait for playback to catch up"
+            )
+        if len(samples):
+            utterance._chunks.append(samples.astype(np.float32, copy=False))
+            utterance.queued_samples += len(samples)
+
+    def push_live(self, samples: np.ndarray) -> None:
+        """Microphone audio; only the newest max_live_samples are kept, so lag cannot build up."""
+        self._live.append(samples.astype(np.float32, copy=False))
+        self._live_samples += len(samples)
+        while self._live_samples - len(self._live[0]) >= self._max_live:
+            self._live_samples -= len(self._live.popleft())
+
+    def clear(self) -> list[Utterance]:
+        """Drop all queued speech (barge-in); returns the utterances cut short."""
+        dropped = list(self._queue)
+        for utterance in dropped:
+            utterance.interrupted = True
+            utterance._chunks.clear()
+        self._queue.clear()
+        self._live.clear()
+        self._live_samples = 0
+        return dropped
+
+    def take(self, num_samples: int) -> TakenAudio:
+        """The next num_samples of audio; silence where nothing is ready."""
+        playback = np.zeros(num_samples, dtype=np.float32)
+        started: list[tuple[Utterance, int]] = []
+        finished: list[tuple[Utterance, int]] = []
+        filled = 0
+        underrun = False
+        while filled < num_samples and self._queue:
+            utterance = self._queue[0]
+            if utterance.taken_samples == 0 and not self._ready_to_start(utterance):
+                break
+            if utterance.taken_samples == 0 and utterance.pending_samples:
+                started.append((utterance, filled))
+            filled += self._drain(utterance, playback[filled:])
+            if utterance.ended and utterance.pending_samples == 0:
+                self._queue.popleft()
+                finished.append((utterance, filled))
+                if utterance.taken_samples == 0:  # an empty utterance still reports its end
+                    started.append((utterance, filled))
+            elif utterance.pending_samples == 0:
+                underrun = True  # mid-utterance starvation: pad, keep the clock
+                break
+        return TakenAudio(
+            playback + self._take_live(num_samples),
+            playback,
+            tuple(started),
+            tuple(finished),
+            underrun,
+        )
+
+    def _ready_to_start(self, utterance: Utterance) -> bool:
+        return utterance.ended or utterance.pending_samples >= self._jitter_samples
+
+    @staticmethod
+    def _drain(utterance: Utterance, out: np.ndarray) -> int:
+        filled = 0
+        while filled < len(out) and utterance._chunks:
+            chunk = utterance._chunks[0]
+            count = min(len(chunk), len(out) - filled)
+            out[filled : filled + count] = chunk[:count]
+            if count == len(chunk):
+                utterance._chunks.popleft()
+            else:
+                utterance._chunks[0] = chunk[count:]
+            filled += count
+        utterance.taken_samples += filled
+        return filled
+
+    def _take_live(self, num_samples: int) -> np.ndarray:
+        out = np.zeros(num_samples, dtype=np.float32)
+        filled = 0
+        while filled < num_samples and self._live:
+            chunk = self._live[0]
+            count = min(len(chunk), num_samples - filled)
+            out[filled : filled + count] = chunk[:count]
+            if count == len(chunk):
+                self._live.popleft()
+            else:
+                self._live[0] = chunk[count:]
+            filled += count
+        self._live_samples -= filled
+        return out

@@ -1,0 +1,87 @@
+"""What the HTTP layer shares: config, metrics, portraits, sessions and their peers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from engines.face_encoder import FaceEncoder
+
+from .config import ServerConfig
+from .metrics import ServerMetrics
+from .portraits import BUILTIN_PORTRAIT_ID, PortraitStore
+from .session import Session
+from .sessions import SessionManager
+from .webrtc import PeerLink, configure_encoders
+
+__all__ = ["ServerState", "UnknownPeerError"]
+
+logger = logging.getLogger(__name__)
+
+
+class UnknownPeerError(KeyError):
+    def __str__(self) -> str:
+        return f"no WebRTC peer with id {self.args[0]!r}; it may have been closed"
+
+
+@dataclass
+class ServerState:
+    config: ServerConfig
+    metrics: ServerMetrics
+    portraits: PortraitStore
+    sessions: SessionManager
+    links: dict[str, PeerLink] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, config: ServerConfig) -> ServerState:
+        holder: list[SessionManager] = []
+        metrics = ServerMetrics(sessions_active=lambda: len(holder[0]) if holder else 0)
+        portraits = PortraitStore(FaceEncoder(config.encoder), config.portrait_dir)
+        sessions = SessionManager(config, portraits, metrics)
+        holder.append(sessions)
+        return cls(config, metrics, portraits, sessions)
+
+    async def startup(self) -> None:
+        torch.set_num_threads(self.config.torch_threads)
+        configure_encoders(max(self.config.session.fps, 30))
+        # Builds the face-analysis graphs and caches the built-in avatar now, so the
+        # first session starts in milliseconds instead of waiting ~1 s.
+        await self.portraits.avatar(BUILTIN_PORTRAIT_ID)
+        self.sessions.start_reaper()
+        logger.info("facecast ready on http://%s:%d", self.config.host, self.config.port)
+
+    async def shutdown(self) -> None:
+        for link in list(self.links.values()):
+            with contextlib.suppress(Exception):
+                await link.close()
+        await self.sessions.close_all()
+
+    async def connect_peer(self, session: Session, offer_sdp: str, owns_session: bool) -> PeerLink:
+        """Answer `offer_sdp` with a new peer on `session`; the answer is link.pc.localDescription.
+
+        A peer that owns its session (WHEP without a session id) ends it when it closes.
+        """
+        link = PeerLink(session, self.config.ice_servers, self._peer_closed, owns_session)
+        try:
+            await link.answer(offer_sdp)
+        except BaseException:
+            await link.close()
+            raise
+        self.links[link.id] = link
+        self.sessions.on_close(session.id, link.close)
+        return link
+
+    def link(self, link_id: str) -> PeerLink:
+        try:
+            return self.links[link_id]
+        except KeyError:
+            raise UnknownPeerError(link_id) from None
+
+    async def _peer_closed(self, link: PeerLink) -> None:
+        self.links.pop(link.id, None)
+        if link.owns_session:
+            with contextlib.suppress(KeyError):
+                await self.sessions.delete(link.session.id)

@@ -1,0 +1,199 @@
+"""The live server end to end with real aiortc peers on loopback: speech in over the
+WebSocket, video and audio out over WebRTC, barge-in, WHEP, and a vanished client."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.client import FacecastClient, Viewer
+from tests.live import LiveServer
+from tests.portraits import mouth_gap
+
+FPS = 25
+pytestmark = pytest.mark.slow
+
+
+def _read_wav_pcm(path: Path) -> tuple[bytes, int]:
+    import wave
+
+    with wave.open(str(path)) as wav:
+        assert wav.getnchannels() == 1 and wav.getsampwidth() == 2
+        return wav.readframes(wav.getnframes()), wav.getframerate()
+
+
+def _every_third(index: int) -> bool:
+    return index % 3 == 0
+
+
+def _gaps_between(viewer: Viewer, start: float, stop: float) -> np.ndarray:
+    return np.array(
+        [
+            mouth_gap(f.rgb)
+            for f in viewer.frames
+            if f.rgb is not None and start <= f.received_at <= stop
+        ]
+    )
+
+
+def _audio_rms_between(viewer: Viewer, start: float, stop: float) -> float:
+    chunks = [samples for at, samples in viewer.audio if start <= at <= stop]
+    return float(np.sqrt(np.mean(np.concatenate(chunks) ** 2))) if chunks else 0.0
+
+
+async def _speak_and_watch(url: str, speech_path: Path, speech_span: tuple[float, float]) -> dict:
+    pcm, rate = _read_wav_pcm(speech_path)
+    async with FacecastClient(url) as client:
+        session = await client.create_session(fps=FPS)
+        viewer = await client.watch(session["id"], keep_pixels=_every_third)
+        await viewer.wait_frames(FPS)  # connected and flowing
+        async with client.events(session["id"]) as events:
+            idle_start = asyncio.get_running_loop().time()
+            await asyncio.sleep(1.5)
+            await client.stream_pcm(session["id"], pcm, rate)
+            started = await events.wait_for("playback_started")
+            finished = await events.wait_for("playback_finished")
+            await asyncio.sleep(1.5)
+        info = await client.request("GET", f"/api/sessions/{session['id']}")
+        await viewer.close()
+        await client.delete_session(session["id"])
+        return {
+            "viewer": viewer,
+            "events": events,
+            "started": started,
+            "finished": finished,
+            "idle_start": idle_start,
+            "info": info,
+            "duration_s": len(pcm) / 2 / rate,
+        }
+
+
+def test_webrtc_session_lip_syncs_streamed_speech(
+    live_server: LiveServer, speech_path: Path, speech_span: tuple[float, float]
+) -> None:
+    result = asyncio.run(_speak_and_watch(live_server.url, speech_path, speech_span))
+    viewer: Viewer = result["viewer"]
+    events = result["events"]
+    times = {event["type"]: at for at, event in events.events if "playback" in event["type"]}
+    t_start, t_end = times["playback_started"], times["playback_finished"]
+
+    # Frames at the configured rate (+-10 %) with strictly increasing timestamps.
+    steady = [f for f in viewer.frames if f.received_at > viewer.frames[0].received_at + 1.0]
+    span = steady[-1].received_at - steady[0].received_at
+    assert abs((len(steady) - 1) / span - FPS) <= 0.1 * FPS, f"{len(steady)} frames in {span} s"
+    pts = [f.pts for f in viewer.frames]
+    assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
+    assert pts[1] - pts[0] == 90000 // FPS
+
+    # The whole utterance played, with the events a voice agent expects.
+    assert result["finished"]["interrupted"] is False
+    assert result["finished"]["utterance_id"] == result["started"]["utterance_id"]
+    assert result["finished"]["position_s"] == pytest.approx(result["duration_s"], abs=0.05)
+    assert t_end - t_start == pytest.approx(result["duration_s"], abs=0.25)
+
+    # The mouth moves while the words are heard and rests in silence before and after.
+    speech_from, speech_to = (t_start + s for s in speech_span)
+    speaking = _gaps_between(viewer, speech_from + 0.2, speech_to - 0.2)
+    before = _gaps_between(viewer, viewer.frames[0].received_at, t_start)
+    after = _gaps_between(viewer, t_end + 0.5, t_end + 1.5)
+    assert len(speaking) >= 15 and len(before) >= 8 and len(after) >= 5
+    assert np.percentile(speaking, 75) > 0.04, speaking
+    assert before.max() < 0.02 and after.max() < 0.02, (before, after)
+
+    # The speech is heard in the same window; silence around it.
+    heard = _audio_rms_between(viewer, speech_from + 0.2, speech_to - 0.2)
+    quiet = _audio_rms_between(viewer, t_end + 0.5, t_end + 1.5)
+    assert heard > 0.02 and quiet < 0.001, (heard, quiet)
+    assert result["info"]["frames_sent"] > 5 * FPS
+
+
+async def _interrupt_midway(url: str) -> dict:
+    text = (
+        "This is a long announcement that keeps going for quite a while, so that we "
+        "can cut it short in the middle and check that the face goes quiet at once."
+    )
+    async with FacecastClient(url) as client:
+        session = await client.create_session(fps=FPS)
+        sid = session["id"]
+        viewer = await client.watch(sid, keep_pixels=_every_third)
+        await viewer.wait_frames(FPS)
+        async with client.events(sid) as events:
+            spoken = await client.speak(sid, text)
+            await events.wait_for("playback_started", utterance_id=spoken["utterance_id"])
+            await asyncio.sleep(1.5)
+            cut_at = asyncio.get_running_loop().time()
+            cut = await client.interrupt(sid)
+            finished = await events.wait_for("playback_finished")
+            await asyncio.sleep(2.0)
+        info = await client.request("GET", f"/api/sessions/{sid}")
+        await viewer.close()
+        await client.delete_session(sid)
+    return {
+        "viewer": viewer,
+        "spoken": spoken,
+        "cut_at": cut_at,
+        "cut": cut,
+        "finished": finished,
+        "info": info,
+    }
+
+
+def test_interrupt_stops_speech_and_mouth_at_once(live_server: LiveServer) -> None:
+    result = asyncio.run(_interrupt_midway(live_server.url))
+    viewer, cut_at = result["viewer"], result["cut_at"]
+    assert result["spoken"]["duration_s"] > 5.0
+    assert result["cut"] == {"interrupted": 1}
+    finished = result["finished"]
+    assert finished["interrupted"] is True
+    assert finished["utterance_id"] == result["spoken"]["utterance_id"]
+    assert finished["position_s"] == pytest.approx(1.5, abs=0.35)
+    assert result["info"]["speaking"] is False and result["info"]["queued_speech_s"] == 0
+
+    talking = _audio_rms_between(viewer, cut_at - 1.0, cut_at)
+    after = _audio_rms_between(viewer, cut_at + 0.3, cut_at + 2.0)
+    assert talking > 0.02 and after < 0.001, (talking, after)
+    gaps_before = _gaps_between(viewer, cut_at - 1.2, cut_at)
+    gaps_after = _gaps_between(viewer, cut_at + 0.6, cut_at + 2.0)
+    assert gaps_before.max() > 0.04 and gaps_after.max() < 0.02, (gaps_before, gaps_after)
+
+
+async def _whep_roundtrip(url: str) -> dict:
+    async with FacecastClient(url) as client:
+        before = {s["id"] for s in await client.request("GET", "/api/sessions")}
+        viewer = await client.watch_whep(keep_pixels=lambda i: i == 30)
+        await viewer.wait_frames(31)
+        created = [s for s in await client.request("GET", "/api/sessions") if s["id"] not in before]
+        fragment = (
+            "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef012345\r\na=mid:0\r\n"
+            "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
+        )
+        patched = await client.http.patch(
+            viewer.location,
+            content=fragment,
+            headers={"Content-Type": "application/trickle-ice-sdpfrag"},
+        )
+        deleted = await client.http.delete(viewer.location)
+        await viewer.close()
+        after = {s["id"] for s in await client.request("GET", "/api/sessions")}
+        gone = await client.http.delete(viewer.location)
+        return {
+            "viewer": viewer,
+            "created": created,
+            "patched": patched.status_code,
+            "deleted": deleted.status_code,
+            "leftover": after - before,
+            "gone": gone.status_code,
+        }
+
+
+def test_whep_player_watches_a_new_session_and_ends_it(live_server: LiveServer) -> None:
+    result = asyncio.run(_whep_roundtrip(live_server.url))
+    assert len(result["created"]) == 1 and result["created"][0]["viewers"] == 1
+    frame = result["viewer"].frames[30].rgb
+    assert frame is not None and frame.shape == (512, 512, 3) and frame.std() > 20
+    assert result["patched"] == 204
+    assert result["deleted"] == 200 and result["gone"] == 404
+    assert result["leftover"] == set()
