@@ -174,7 +174,7 @@ class FrameResampler:
             mono = samples @ np.full(channels, _S16_SCALE / channels, dtype=np.float32)
             return np.concatenate([tail, mono]) if len(tail) else mono
         signature = (frame.format.name, frame.layout.name, frame.sample_rate)
-        blocks = []
+        blocks: list[np.ndarray] = []
         if signature != self._signature:
             blocks.append(self.flush())
             # layout=None keeps the source channels so _planar_mean can average them.

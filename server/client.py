@@ -162,12 +162,18 @@ class FacecastClient:
         await viewer.pc.setRemoteDescription(RTCSessionDescription(response.text, "answer"))
         return viewer
 
-    async def _offer_peer(self, **viewer_options: Any) -> Viewer:
+    async def _offer_peer(
+        self, microphone: MediaStreamTrack | None = None, **viewer_options: Any
+    ) -> Viewer:
+        """A receiving peer; `microphone` (an audio track) is sent for the face to lip-sync."""
         pc = RTCPeerConnection()
         viewer = Viewer(pc, **viewer_options)
         pc.on("track", viewer.attach)
         pc.addTransceiver("video", direction="recvonly")
-        pc.addTransceiver("audio", direction="recvonly")
+        if microphone is not None:
+            pc.addTrack(microphone)  # sendrecv: the session's audio still comes back
+        else:
+            pc.addTransceiver("audio", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
         return viewer
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -40,6 +41,14 @@ class PortraitInfo:
     notes: tuple[str, ...] = ()
 
 
+def _stored_info(path: Path) -> PortraitInfo:
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        return PortraitInfo(path.stem, str(meta["name"]), False, path, tuple(meta["notes"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return PortraitInfo(path.stem, path.stem, False, path)
+
+
 class PortraitStore:
     def __init__(self, encoder: FaceEncoder, upload_dir: Path) -> None:
         self._encoder = encoder
@@ -52,8 +61,8 @@ class PortraitStore:
         )
         self._portraits: dict[str, PortraitInfo] = {builtin.id: builtin}
         for path in sorted(self._upload_dir.iterdir()):
-            if path.is_file() and not path.name.startswith("."):
-                self._portraits[path.stem] = PortraitInfo(path.stem, path.stem, False, path)
+            if path.is_file() and not path.name.startswith(".") and path.suffix != ".json":
+                self._portraits[path.stem] = _stored_info(path)
 
     def list(self) -> list[PortraitInfo]:
         return list(self._portraits.values())
@@ -88,6 +97,9 @@ class PortraitStore:
             partial.replace(path)
         name = Path(filename).stem[:64] or portrait_id
         info = PortraitInfo(portrait_id, name, False, path, tuple(avatar.notes))
+        # The display name and notes survive a restart next to the image.
+        meta = {"name": info.name, "notes": list(info.notes)}
+        path.with_suffix(".json").write_text(json.dumps(meta))
         self._portraits[portrait_id] = info
         self._avatars[portrait_id] = avatar
         logger.info("portrait %s added from %s", portrait_id, filename)

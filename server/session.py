@@ -247,10 +247,16 @@ class Session:
         return len(stopped)
 
     async def set_controls(self, values: dict[str, object]) -> Controls:
-        controls = Controls.from_dict(values, base=self._pipeline.mixer.controls)
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._pipeline.mixer.set, controls)
-        return controls
+        """Partial update; read and applied on the executor, so concurrent updates never
+        start from the same old controls and undo each other."""
+        mixer = self._pipeline.mixer
+
+        def update() -> Controls:
+            controls = Controls.from_dict(values, base=mixer.controls)
+            mixer.set(controls)
+            return controls
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, update)
 
     @property
     def controls(self) -> Controls:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
 
 import torch
 
+from engines.avatar import Avatar
 from engines.face_encoder import FaceEncoder
+from engines.motion_space import neutral_motion
+from engines.renderer import FaceRenderer
 
 from .config import ServerConfig
 from .metrics import ServerMetrics
@@ -20,6 +24,11 @@ from .webrtc import PeerLink, configure_encoders
 __all__ = ["ServerState", "UnknownPeerError"]
 
 logger = logging.getLogger(__name__)
+
+
+def _warm_renderer(avatar: Avatar, config: ServerConfig) -> None:
+    with torch.inference_mode():
+        FaceRenderer(avatar, config.session.renderer).render(neutral_motion(1))
 
 
 class UnknownPeerError(KeyError):
@@ -49,7 +58,9 @@ class ServerState:
         configure_encoders(max(self.config.session.fps, 30))
         # Builds the face-analysis graphs and caches the built-in avatar now, so the
         # first session starts in milliseconds instead of waiting ~1 s.
-        await self.portraits.avatar(BUILTIN_PORTRAIT_ID)
+        avatar = await self.portraits.avatar(BUILTIN_PORTRAIT_ID)
+        # torch's first forward pass allocates and plans; pay for it before any user waits.
+        await asyncio.get_running_loop().run_in_executor(None, _warm_renderer, avatar, self.config)
         self.sessions.start_reaper()
         logger.info("facecast ready on http://%s:%d", self.config.host, self.config.port)
 

@@ -263,6 +263,18 @@ def test_decode_rejects_too_long(max_seconds: float) -> None:
 
 
 @needs_ffmpeg
+def test_decode_accepts_tags_that_are_not_utf8(tmp_path: Path) -> None:
+    source = tmp_path / "source.wav"
+    source.write_bytes(wav_bytes(sine(440.0, 44100, 0.5), 44100))
+    target = tmp_path / "latin1.mp3"
+    # A latin-1 title (0xe9 = e-acute), as old taggers write; PyAV's strict decoding rejects it.
+    command = [b"ffmpeg", b"-v", b"error", b"-y", b"-i", bytes(source), b"-metadata"]
+    subprocess.run([*command, b"title=caf\xe9", bytes(target)], check=True, capture_output=True)
+    out = decode_audio_bytes(target.read_bytes(), "latin1.mp3")
+    assert peak_hz(out, PLAYBACK_RATE) == pytest.approx(440.0, abs=3.0)
+
+
+@needs_ffmpeg
 def test_decode_rejects_a_truncated_mp3_body(tmp_path: Path) -> None:
     encoded = ffmpeg_encode(tmp_path, wav_bytes(sine(440.0, 44100, 1.0), 44100), ".mp3", [])
     garbage = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
@@ -313,16 +325,20 @@ def test_frames_at_8k_are_resampled_to_48k() -> None:
     assert rms(out[1000:-1000]) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
 
 
-def test_frames_planar_float_and_a_layout_change_mid_stream() -> None:
+def test_frames_may_change_format_layout_and_rate_mid_stream() -> None:
     resampler = FrameResampler()
     planar = np.stack([sine(440.0, 44100, 0.1), sine(440.0, 44100, 0.1)]).astype(np.float32)
     frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout="stereo")  # CxS
     frame.sample_rate = 44100
-    first = resampler.push(frame)
-    second = resampler.push(s16_frame(sine(440.0, 48000, 0.1), 48000, 0))  # mono s16 now
-    total = len(first) + len(second)
-    assert abs(total - 9600) <= 2  # the 44.1 kHz tail came out when the format changed
-    assert rms(np.concatenate([first, second])[500:-500]) == pytest.approx(0.354, rel=0.02)
+    blocks = [
+        resampler.push(frame),
+        resampler.push(s16_frame(sine(440.0, 16000, 0.1), 16000, 0)),  # mono s16, 16 kHz
+        resampler.push(s16_frame(sine(440.0, 48000, 0.1), 48000, 0)),  # the numpy path
+        resampler.flush(),
+    ]
+    # Each switch emits the previous resampler's tail: 3 x 0.1 s, nothing lost.
+    assert abs(sum(map(len, blocks)) - 14400) <= 4
+    assert rms(np.concatenate(blocks)[500:-500]) == pytest.approx(0.354, rel=0.02)
 
 
 # ---- Downsampler ------------------------------------------------------------------

@@ -325,14 +325,22 @@ def _check_controls(page: Page, server_url: str, session_id: str) -> None:
     _set_range(page, "#head-distance", 1.2)
     page.uncheck("#free-gaze")
     _set_range(page, "#gaze-yaw", 0.3)
-    page.wait_for_timeout(300)  # the page coalesces slider changes for 50 ms
-    controls = _session_info(server_url, session_id)["controls"]
-    assert controls["emotion"] == "happy", controls
-    assert controls["head_distance"] == pytest.approx(1.2), controls
-    assert controls["gaze_yaw"] == pytest.approx(0.3), controls
+    wanted = {"emotion": "happy", "head_distance": 1.2, "gaze_yaw": 0.3}
+    _wait_for_controls(server_url, session_id, wanted)
     page.check("#free-gaze")
-    page.wait_for_timeout(300)
-    assert _session_info(server_url, session_id)["controls"]["gaze_yaw"] is None
+    _wait_for_controls(server_url, session_id, {"gaze_yaw": None, "gaze_pitch": None})
+
+
+def _wait_for_controls(base_url: str, session_id: str, wanted: dict[str, Any]) -> None:
+    """Polls the session until its controls hold `wanted` (the page sends them one at a time)."""
+    deadline = time.monotonic() + 5
+    while True:
+        controls = _session_info(base_url, session_id)["controls"]
+        close = {k: pytest.approx(v) if isinstance(v, float) else v for k, v in wanted.items()}
+        if all(controls[k] == v for k, v in close.items()):
+            return
+        assert time.monotonic() < deadline, f"controls {controls} never became {wanted}"
+        time.sleep(0.1)
 
 
 def _check_error_message(page: Page, problems: list[str]) -> None:

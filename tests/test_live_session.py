@@ -197,3 +197,87 @@ def test_whep_player_watches_a_new_session_and_ends_it(live_server: LiveServer) 
     assert result["patched"] == 204
     assert result["deleted"] == 200 and result["gone"] == 404
     assert result["leftover"] == set()
+
+
+_VANISHING_CLIENT = """
+import asyncio, sys
+from server.client import FacecastClient
+
+async def main(url):
+    async with FacecastClient(url) as client:
+        session = await client.create_session()
+        viewer = await client.watch(session["id"], keep_pixels=lambda i: False)
+        await viewer.wait_frames(10)
+        print(session["id"], flush=True)
+        await client.stream_pcm(session["id"], bytes(16000 * 2 * 30), 16000)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_a_client_that_vanishes_mid_stream_is_cleaned_up(live_server: LiveServer) -> None:
+    """SIGKILL a real client while it streams audio and watches: no goodbye of any kind."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.live import ROOT
+
+    client = subprocess.Popen(
+        [sys.executable, "-c", _VANISHING_CLIENT, live_server.url],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        session_id = client.stdout.readline().strip()  # type: ignore[union-attr]
+        assert session_id, "the client did not start watching"
+        time.sleep(1.0)
+        info = httpx.get(f"{live_server.url}/api/sessions/{session_id}").json()
+        assert info["viewers"] == 1 and info["frames_sent"] > 0
+    finally:
+        client.kill()
+        client.wait()
+    # ICE consent freshness expires in about 30 s without the peer, then the idle timeout.
+    deadline = time.monotonic() + 75
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{live_server.url}/api/sessions/{session_id}").status_code
+        if status == 404:
+            break
+        time.sleep(1.0)
+    assert status == 404, "the abandoned session was never cleaned up"
+    metrics = httpx.get(f"{live_server.url}/metrics").text
+    active = [line for line in metrics.splitlines() if line.startswith("facecast_sessions_active")]
+    assert active == [
+        f"facecast_sessions_active {len(httpx.get(live_server.url + '/api/sessions').json())}.0"
+    ]
+
+
+async def _microphone_session(url: str, speech_path: Path) -> dict:
+    from aiortc.contrib.media import MediaPlayer
+
+    async with FacecastClient(url) as client:
+        session = await client.create_session(fps=FPS)
+        microphone = MediaPlayer(str(speech_path))  # real-time paced, like a live mic
+        viewer = await client.watch(
+            session["id"], keep_pixels=_every_third, microphone=microphone.audio
+        )
+        await viewer.wait_frames(int(FPS * 7.5), timeout_s=30)
+        await viewer.close()
+        await client.delete_session(session["id"])
+    return {"viewer": viewer}
+
+
+def test_microphone_over_webrtc_drives_the_lips_without_echo(
+    live_server: LiveServer, speech_path: Path, speech_span: tuple[float, float]
+) -> None:
+    viewer: Viewer = asyncio.run(_microphone_session(live_server.url, speech_path))["viewer"]
+    gaps = np.array([mouth_gap(f.rgb) for f in viewer.frames if f.rgb is not None])
+    # The mic starts with the connection, so the speech falls inside the first ~6 s.
+    assert np.percentile(gaps, 90) > 0.04, gaps
+    assert np.percentile(gaps, 25) < 0.02, gaps  # silences before and after close the mouth
+    loudest = max(float(np.abs(samples).max()) for _, samples in viewer.audio)
+    assert loudest < 0.001, "the microphone was played back to the viewer (echo)"
