@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -23,7 +24,15 @@ import numpy as np
 from .errors import InvalidAudioError
 from .types import AudioChunk
 
-__all__ = ["AudioInfo", "probe_audio", "iter_audio", "read_audio", "SUPPORTED_FORMATS_HINT"]
+__all__ = [
+    "AudioInfo",
+    "probe_audio",
+    "iter_audio",
+    "read_audio",
+    "open_audio_container",
+    "undecodable_audio_error",
+    "SUPPORTED_FORMATS_HINT",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,22 +56,33 @@ def _open_audio(path: str | os.PathLike[str]) -> tuple[av.container.InputContain
         raise InvalidAudioError(
             f"audio file '{path}' does not exist or is not a file; check the path"
         )
+    container = open_audio_container(str(path), name)
+    return container, container.streams.audio[0]
+
+
+def open_audio_container(source: str | BinaryIO, name: str) -> av.container.InputContainer:
+    """Open a path or a file-like object holding audio; InvalidAudioError naming `name` if not."""
     try:
-        container = av.open(str(path), mode="r")
+        # Tags in legacy encodings (latin-1 ID3) must not reject otherwise good audio.
+        container = av.open(source, mode="r", metadata_errors="ignore")
     except av.FFmpegError as exc:
-        raise InvalidAudioError(
-            f"could not decode '{name}' as audio: {_reason(exc)}; {SUPPORTED_FORMATS_HINT}"
-        ) from exc
+        raise undecodable_audio_error(name, exc) from exc
     if not container.streams.audio:
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
         container.close()
         raise InvalidAudioError(
             f"'{name}' has no audio stream (it holds {kinds}); {SUPPORTED_FORMATS_HINT}"
         )
-    return container, container.streams.audio[0]
+    return container
 
 
-def _reason(exc: BaseException) -> str:
+def undecodable_audio_error(name: str, exc: BaseException) -> InvalidAudioError:
+    return InvalidAudioError(
+        f"could not decode '{name}' as audio: {decode_error_reason(exc)}; {SUPPORTED_FORMATS_HINT}"
+    )
+
+
+def decode_error_reason(exc: BaseException) -> str:
     # av errors carry errno and filename in str(); the strerror alone reads better.
     return str(getattr(exc, "strerror", None) or exc)
 
@@ -113,9 +133,7 @@ def _decoded_duration(
         for frame in container.decode(stream):
             num_samples += frame.samples
     except av.FFmpegError as exc:
-        raise InvalidAudioError(
-            f"could not decode '{name}' as audio: {_reason(exc)}; {SUPPORTED_FORMATS_HINT}"
-        ) from exc
+        raise undecodable_audio_error(name, exc) from exc
     rate = stream.rate or stream.codec_context.sample_rate
     return num_samples / rate if rate else 0.0
 
@@ -184,9 +202,7 @@ def _decode_blocks(
         for out in resampler.resample(None):
             yield _frame_samples(out)
     except av.FFmpegError as exc:
-        raise InvalidAudioError(
-            f"could not decode '{name}' as audio: {_reason(exc)}; {SUPPORTED_FORMATS_HINT}"
-        ) from exc
+        raise undecodable_audio_error(name, exc) from exc
 
 
 def _frame_samples(frame: av.AudioFrame) -> np.ndarray:

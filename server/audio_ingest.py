@@ -28,7 +28,11 @@ import av
 import numpy as np
 from scipy import signal
 
-from engines.audio_io import SUPPORTED_FORMATS_HINT
+from engines.audio_io import (
+    SUPPORTED_FORMATS_HINT,
+    open_audio_container,
+    undecodable_audio_error,
+)
 from engines.errors import InvalidAudioError
 
 __all__ = [
@@ -225,25 +229,7 @@ def decode_audio_bytes(
 
 
 def _open_bytes(data: bytes, name: str) -> av.container.InputContainer:
-    try:
-        # Tags in legacy encodings (latin-1 ID3) must not reject otherwise good audio.
-        container = av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
-    except av.FFmpegError as exc:
-        raise InvalidAudioError(
-            f"could not decode '{name}' as audio: {_reason(exc)}; {SUPPORTED_FORMATS_HINT}"
-        ) from exc
-    if not container.streams.audio:
-        kinds = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
-        container.close()
-        raise InvalidAudioError(
-            f"'{name}' has no audio stream (it holds {kinds}); {SUPPORTED_FORMATS_HINT}"
-        )
-    return container
-
-
-def _reason(exc: BaseException) -> str:
-    # str() of an av error repeats errno and the stream name; strerror alone reads better.
-    return str(getattr(exc, "strerror", None) or exc)
+    return open_audio_container(io.BytesIO(data), name)
 
 
 def _header_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
@@ -277,9 +263,7 @@ def _decode_all(
                 raise InvalidAudioError(_too_long(name, max_seconds))
         blocks.append(resampler.flush())
     except av.FFmpegError as exc:
-        raise InvalidAudioError(
-            f"could not decode '{name}' as audio: {_reason(exc)}; {SUPPORTED_FORMATS_HINT}"
-        ) from exc
+        raise undecodable_audio_error(name, exc) from exc
     if total + len(blocks[-1]) > limit:
         raise InvalidAudioError(_too_long(name, max_seconds))
     return _join(blocks)

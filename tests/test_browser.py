@@ -13,10 +13,6 @@ request of the client (fetch, <img>, WebSocket) is checked to carry it.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from tests.live import run_server
 from tests.speech import write_wav
 
 if TYPE_CHECKING:
@@ -57,59 +54,12 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _facecast_executable() -> str:
-    candidate = Path(sys.executable).with_name("facecast")
-    return str(candidate) if candidate.exists() else str(REPO / ".venv" / "bin" / "facecast")
-
-
-def _health(base_url: str) -> dict[str, object] | None:
-    request = urllib.request.Request(
-        f"{base_url}/api/health", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=2) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
-    except OSError:
-        return None
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `facecast serve` on a free loopback port, with an API token; stopped at the end."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "serve.log"
-    env = {**os.environ, "FACECAST_API_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
-    command = [_facecast_executable(), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while _health(base_url) is None:
-            if process.poll() is not None:
-                pytest.fail(f"facecast serve exited with {process.returncode}:\n{_tail(log_path)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"facecast serve gave no /api/health in 60 s:\n{_tail(log_path)}")
-            time.sleep(0.25)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        print(f"server log: {log_path}")
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    data_dir = tmp_path_factory.mktemp("server")
+    with run_server(data_dir, env={"FACECAST_API_TOKEN": TOKEN}) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

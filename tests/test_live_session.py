@@ -281,3 +281,24 @@ def test_microphone_over_webrtc_drives_the_lips_without_echo(
     assert np.percentile(gaps, 25) < 0.02, gaps  # silences before and after close the mouth
     loudest = max(float(np.abs(samples).max()) for _, samples in viewer.audio)
     assert loudest < 0.001, "the microphone was played back to the viewer (echo)"
+
+
+async def _watch_for(url: str, fps: int, seconds: float) -> Viewer:
+    async with FacecastClient(url) as client:
+        session = await client.create_session(fps=fps)
+        viewer = await client.watch(session["id"], keep_pixels=lambda i: False)
+        await viewer.wait_frames(fps)
+        await asyncio.sleep(seconds)
+        await viewer.close()
+        await client.delete_session(session["id"])
+    return viewer
+
+
+def test_forty_fps_sessions_are_paced_at_forty(live_server: LiveServer) -> None:
+    """aiortc's encoders assume 30 fps; the track's own pacing and timestamps must win."""
+    viewer = asyncio.run(_watch_for(live_server.url, 40, 3.0))
+    steady = [f for f in viewer.frames if f.received_at > viewer.frames[0].received_at + 0.5]
+    rate = (len(steady) - 1) / (steady[-1].received_at - steady[0].received_at)
+    assert rate == pytest.approx(40, rel=0.1)
+    steps = np.diff([f.pts for f in viewer.frames])
+    assert steps.min() > 0 and np.median(steps) == 90000 // 40
