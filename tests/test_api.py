@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import websockets
 from fastapi.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
 from PIL import Image
+from starlette.websockets import WebSocketDisconnect
 
 from engines.face_encoder import default_portrait_path
 from server.app import create_app
