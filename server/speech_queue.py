@@ -5,6 +5,11 @@ TTS result) or streamed (WebSocket PCM, which may arrive slower than real
 time). A streamed utterance starts once a small jitter buffer is filled or it
 has ended, and an underrun inside it is padded with silence rather than
 stretching time: audio and video share one clock, so nothing may slow down.
+Each padded sample delays the rest of that utterance, so the queue keeps the
+debt and pays it back by skipping quiet stretches (pauses between words) once
+more than the jitter buffer is waiting: a live source's latency returns to the
+jitter buffer after every pause instead of growing with every network hiccup.
+Speech itself is never skipped, and a source that runs ahead (TTS) never pads.
 
 The microphone is a separate live lane: it drives the lips but is not played
 back (the user would hear themselves), and it never waits behind queued speech.
@@ -21,6 +26,19 @@ import numpy as np
 __all__ = ["Utterance", "TakenAudio", "SpeechQueue"]
 
 _ids = itertools.count(1)
+_QUIET_BLOCK = 480  # 10 ms at 48 kHz: the unit of latency catch-up
+_QUIET_RMS = 0.003  # about -50 dBFS: a pause, not a soft consonant
+
+
+def _peek(chunks: collections.deque[np.ndarray], count: int) -> np.ndarray:
+    """The first `count` queued samples without taking them (fewer if not queued)."""
+    parts, have = [], 0
+    for chunk in chunks:
+        parts.append(chunk[: count - have])
+        have += len(parts[-1])
+        if have >= count:
+            break
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 @dataclass
@@ -33,6 +51,8 @@ class Utterance:
     ended: bool = False
     interrupted: bool = False
     play_start: int | None = None  # playback position of its first sample, once taken
+    debt_samples: int = 0  # silence padded into it by underruns, not yet paid back
+    skipped_samples: int = 0  # quiet samples dropped to pay the debt back
     _chunks: collections.deque[np.ndarray] = field(default_factory=collections.deque, repr=False)
 
     @property
@@ -140,14 +160,16 @@ class SpeechQueue:
                 break
             if utterance.taken_samples == 0 and utterance.pending_samples:
                 started.append((utterance, filled))
+            self._repay_debt(utterance)
             filled += self._drain(utterance, playback[filled:])
             if utterance.ended and utterance.pending_samples == 0:
                 self._queue.popleft()
                 finished.append((utterance, filled))
                 if utterance.taken_samples == 0:  # an empty utterance still reports its end
                     started.append((utterance, filled))
-            elif utterance.pending_samples == 0:
+            elif filled < num_samples:
                 underrun = True  # mid-utterance starvation: pad, keep the clock
+                utterance.debt_samples += num_samples - filled
                 break
         return TakenAudio(
             playback + self._take_live(num_samples),
@@ -159,6 +181,20 @@ class SpeechQueue:
 
     def _ready_to_start(self, utterance: Utterance) -> bool:
         return utterance.ended or utterance.pending_samples >= self._jitter_samples
+
+    def _repay_debt(self, utterance: Utterance) -> None:
+        """Skip quiet blocks at the head of a late utterance, at most its debt."""
+        while (
+            utterance.debt_samples >= _QUIET_BLOCK
+            and utterance.pending_samples - _QUIET_BLOCK >= self._jitter_samples
+            and utterance._chunks
+        ):
+            head = _peek(utterance._chunks, _QUIET_BLOCK)
+            if len(head) < _QUIET_BLOCK or float(np.sqrt(np.mean(head**2))) > _QUIET_RMS:
+                return
+            self._drain(utterance, np.empty(_QUIET_BLOCK, dtype=np.float32))
+            utterance.skipped_samples += _QUIET_BLOCK
+            utterance.debt_samples -= _QUIET_BLOCK
 
     @staticmethod
     def _drain(utterance: Utterance, out: np.ndarray) -> int:

@@ -115,3 +115,25 @@ def test_session_clock_keeps_audio_and_video_on_one_timeline() -> None:
         position = index * 48000 // 30
         assert clock.frame_due(index) == pytest.approx(clock.sample_due(position), abs=1 / 48000)
     assert clock.frame_index_at(clock.frame_due(42) + 1e-6) == 42
+
+
+def test_underrun_debt_is_paid_back_from_pauses_never_from_speech() -> None:
+    queue = _queue(jitter=960)
+    stream = Utterance("websocket", streaming=True)
+    queue.add(stream)
+    loud = np.full(960, 0.3, dtype=np.float32)
+    queue.push(stream, loud)
+    queue.take(960)
+    queue.take(1920)  # nothing arrived: 40 ms of silence padded, the stream is now late
+    assert stream.debt_samples == 1920
+    # The sender catches up in a burst: speech, a pause, speech.
+    queue.push(stream, loud)
+    queue.push(stream, np.zeros(4800, dtype=np.float32))
+    queue.push(stream, loud)
+    first = queue.take(960)
+    assert np.array_equal(first.playback, loud) and stream.skipped_samples == 0  # speech kept
+    rest = queue.take(3840)
+    assert stream.skipped_samples == 1920 and stream.debt_samples == 0 and not rest.underrun
+    # The pause shrank by exactly the debt; the speech after it comes 40 ms earlier.
+    assert np.count_nonzero(rest.playback) == 960
+    assert rest.playback[2880:].min() == pytest.approx(0.3)
