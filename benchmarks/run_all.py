@@ -1,6 +1,7 @@
 """Run every benchmark and write benchmarks/results/SUMMARY.md.
 
 Usage: python -m benchmarks.run_all [--only bench_renderer ...] [--summary-only]
+                                    [--drift-minutes 10]
 
 Each benchmark runs in its own process (a fresh process is part of what
 bench_prepare measures, and torch thread settings must not leak between them),
@@ -23,7 +24,10 @@ from benchmarks._common import RESULTS_DIR, markdown_table, setup_logging
 
 __all__ = ["BENCHMARKS", "main", "write_summary"]
 
-BENCHMARKS = ("bench_renderer", "bench_prepare", "bench_offline")
+OFFLINE = ("bench_renderer", "bench_prepare", "bench_offline")
+# The live server end to end: each starts `facecast serve` and watches it over WebRTC.
+LIVE = ("bench_first_frame", "bench_audio_to_frame", "bench_sessions", "bench_av_drift")
+BENCHMARKS = OFFLINE + LIVE
 # The renderer again with one core kept busy: how a shared 2-core machine behaves.
 CONTENDED = "bench_renderer_busy1"
 RUNS = {name: [name] for name in BENCHMARKS} | {CONTENDED: ["bench_renderer", "--busy-cores", "1"]}
@@ -31,10 +35,12 @@ RUNS = {name: [name] for name in BENCHMARKS} | {CONTENDED: ["bench_renderer", "-
 logger = logging.getLogger(__name__)
 
 
-def _run(name: str, out_dir: Path) -> float:
+def _run(name: str, out_dir: Path, drift_minutes: float | None = None) -> float:
     """Run the benchmark that writes NAME.* in a subprocess; returns its wall seconds."""
     start = time.perf_counter()
     module, *extra = RUNS[name]
+    if name == "bench_av_drift" and drift_minutes is not None:
+        extra = [*extra, "--minutes", f"{drift_minutes:g}"]
     command = [sys.executable, "-m", f"benchmarks.{module}", *extra, "--out-dir", str(out_dir)]
     logger.info("running %s", " ".join(command))
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -125,6 +131,81 @@ def _offline_rows(data: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def _quantiles(stats: dict[str, float], digits: int = 0) -> str:
+    return _p50_p95(stats, digits) if stats.get("n") else "not measured"
+
+
+def _first_frame_rows(data: dict[str, Any]) -> list[list[Any]]:
+    s, u = data["session_summary"], data["upload_summary"]
+    load = data["session_cpu"]["other_cores"]
+    return [
+        [
+            "live: POST /api/sessions -> first decoded frame at the viewer, ms",
+            _quantiles(s["first_decoded_ms"]),
+            "",
+            load,
+        ],
+        [
+            "live: server stats first_frame_ms",
+            _quantiles(s["server_first_frame_ms"]),
+            "<= 100 (GPU budget)",
+            load,
+        ],
+        [
+            "live: new portrait upload (POST /api/portraits, cold), ms",
+            _quantiles(u["cold_ms"]),
+            "<= 1000",
+            data["upload_cpu"]["other_cores"],
+        ],
+    ]
+
+
+def _audio_to_frame_rows(data: dict[str, Any]) -> list[list[Any]]:
+    s, load = data["summary"], data["cpu"]["other_cores"]
+    delay = data["session"]["stats"]["playout_delay_ms"]
+    return [
+        [
+            "live: send -> mouth open at the receiver, ms",
+            _quantiles(s["mouth_ms"]),
+            f"playout delay {delay:g} + network/decode",
+            load,
+        ],
+        ["live: send -> sound heard at the receiver, ms", _quantiles(s["audio_ms"]), "", load],
+        [
+            "live: A/V offset at the receiver (mouth - sound), ms",
+            _quantiles(s["av_offset_ms"]),
+            "",
+            load,
+        ],
+    ]
+
+
+def _sessions_rows(data: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for r in data["results"]:
+        measure = f"live: {r['sessions']} session(s), received fps min / dropped % worst"
+        value = f"{r['received_fps_min']:.1f} / {100 * r['dropped_share_max']:.0f} %"
+        rows.append(
+            [measure, value, _check(r["held"], "held in real time"), r["cpu"]["other_cores"]]
+        )
+    rows.append(["live: largest N held in real time, CPU", data["largest_held"], ">= 1 (CPU)", ""])
+    return rows
+
+
+def _av_drift_rows(data: dict[str, Any]) -> list[list[Any]]:
+    first, last = data["first"]["summary"]["av_offset_ms"], data["last"]["summary"]["av_offset_ms"]
+    load = data["cpu"]["other_cores"]
+    return [
+        [
+            f"live: A/V offset, first / last window of {data['minutes']:g} min, ms",
+            f"{_quantiles(first)} / {_quantiles(last)}",
+            "",
+            load,
+        ],
+        ["live: A/V drift (p50 last - first), ms", data["drift_ms"]["av_offset_ms"], "~0", load],
+    ]
+
+
 def write_summary(out_dir: Path = RESULTS_DIR, durations: dict[str, float] | None = None) -> Path:
     """SUMMARY.md: headline numbers from every NAME.json, then every NAME.md."""
     results = {name: _load(out_dir, name) for name in RUNS}
@@ -134,6 +215,10 @@ def write_summary(out_dir: Path = RESULTS_DIR, durations: dict[str, float] | Non
         (CONTENDED, _contended_rows),
         ("bench_prepare", _prepare_rows),
         ("bench_offline", _offline_rows),
+        ("bench_first_frame", _first_frame_rows),
+        ("bench_audio_to_frame", _audio_to_frame_rows),
+        ("bench_sessions", _sessions_rows),
+        ("bench_av_drift", _av_drift_rows),
     ):
         data = results[name]
         rows += builder(data) if data else [[name, "not run", "", ""]]
@@ -177,6 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--summary-only", action="store_true", help="rebuild SUMMARY.md only")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--drift-minutes", type=float, default=None, help="bench_av_drift length (default 10)"
+    )
     args = parser.parse_args(argv)
     setup_logging()
     durations: dict[str, float] = {}
@@ -184,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.summary_only:
         for name in args.only:
             try:
-                durations[name] = _run(name, args.out_dir)
+                durations[name] = _run(name, args.out_dir, args.drift_minutes)
             except subprocess.CalledProcessError as exc:
                 logger.error("%s failed with exit status %d", name, exc.returncode)
                 failed.append(name)

@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--session-idle-timeout", type=float, help="close unwatched sessions after N s"
     )
+    serve.add_argument(
+        "--render-budget-ms", type=float, help="render time per frame before it is due (80)"
+    )
     return parser
 
 
@@ -97,6 +100,7 @@ def _serve(args: argparse.Namespace) -> None:
         max_sessions=args.max_sessions,
         torch_threads=args.torch_threads,
         session_idle_timeout_s=args.session_idle_timeout,
+        render_budget_s=None if args.render_budget_ms is None else args.render_budget_ms / 1000,
     )
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_token is None:
         logger.warning(

@@ -38,9 +38,14 @@ class SessionConfig:
     fps: int = 25
     seed: int = 0
     # Frames and audio leave this long after their audio was taken in. None
-    # derives it from the feature look-ahead, one frame of pacing and one frame
-    # of render time (120 ms at 25 fps); see Session.playout_delay_s.
+    # derives it: feature look-ahead + one tick of pacing + render_budget_s
+    # (160 ms at 25 fps); see session.playout_delay_s.
     playout_delay_s: float | None = None
+    # Time a frame has from its audio being complete to its due time. Two frames
+    # at 25 fps: a CPU render takes 25-45 ms on a shared 2-core VM and one frame
+    # of budget dropped a fifth of the frames (benchmarks/results/bench_sessions.md).
+    # A GPU renders in a few ms: lower it there for less latency.
+    render_budget_s: float = 0.08
     # A streamed utterance starts playing once this much of it is queued (or it
     # ended): absorbs network jitter without gaps mid-word.
     jitter_buffer_s: float = 0.04
@@ -123,7 +128,8 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
         values["torch_threads"] = int(env["FACECAST_TORCH_THREADS"])
     if "FACECAST_DATA_DIR" in env:
         values["data_dir"] = Path(env["FACECAST_DATA_DIR"])
-    session_values = {k: overrides.pop(k) for k in ("fps", "seed") if k in overrides}
+    session_keys = ("fps", "seed", "render_budget_s")
+    session_values = {k: overrides.pop(k) for k in session_keys if k in overrides}
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = ServerConfig(**values)  # type: ignore[arg-type]
     session_values = {k: v for k, v in session_values.items() if v is not None}

@@ -65,8 +65,9 @@ class SessionVideoTrack(MediaStreamTrack):
             source.on_skipped_frames(newest_due - index)
             index = newest_due
         stored, fresh = source.frames.take(index)
-        if stored is None:  # cannot happen after first_frame, but never send garbage
-            raise MediaStreamError
+        while stored is None:  # nothing to show yet: wait a tick rather than end the track
+            await asyncio.sleep(1.0 / clock.fps)
+            stored, fresh = source.frames.take(index)
         self._next_index = index + 1
         frame = VideoFrame.from_ndarray(stored.rgb, format="rgb24")
         frame.pts = (index - self._first_index) * VIDEO_CLOCK_RATE // clock.fps

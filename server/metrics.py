@@ -271,7 +271,7 @@ class MetricsRegistry:
             metric._remove(match)
 
 
-_DROP_REASONS = ("late", "overload")
+_DROP_REASONS = ("late", "sender_behind")
 _UTTERANCE_SOURCES = ("websocket", "upload", "tts", "microphone")
 
 
@@ -289,16 +289,18 @@ class ServerMetrics:
         )
         self.frames_sent = r.counter("facecast_frames_sent_total", "Video frames sent.")
         self.frames_dropped = r.counter(
-            "facecast_frames_dropped_total", "Video frames dropped, by reason (late, overload)."
+            "facecast_frames_dropped_total",
+            "Frames not shown: late (not rendered in time), sender_behind (skipped by a track).",
         )
         self.frame_time_seconds = r.summary(
             "facecast_frame_time_seconds", "Render time per frame in seconds."
         )
         self.audio_to_frame_seconds = r.summary(
-            "facecast_audio_to_frame_seconds", "Delay from audio arrival to its frame in seconds."
+            "facecast_audio_to_frame_seconds",
+            "A tick's audio entering the pipeline -> its frame leaving for the encoder, s.",
         )
         self.first_frame_seconds = r.summary(
-            "facecast_first_frame_seconds", "Delay from session start to first frame in seconds."
+            "facecast_first_frame_seconds", "Session start request -> first frame ready to send, s."
         )
         self.audio_underruns = r.counter(
             "facecast_audio_underruns_total", "Ticks padded with silence in streamed speech."

@@ -145,6 +145,10 @@ class FrameStore:
                 return fresh, True
             if fresh is not None:
                 self._latest = fresh
+            elif self._latest is None and self._frames:
+                # A new viewer whose first due frame predates everything kept:
+                # show the oldest kept frame rather than nothing.
+                self._latest = next(iter(self._frames.values()))
             return self._latest, False
 
     def drop_after(self, index: int) -> None:

@@ -44,10 +44,10 @@ _TICKS_REMEMBERED = 64
 
 
 def playout_delay_s(config: SessionConfig, feature_latency_s: float) -> float:
-    """Audio-to-frame floor: feature look-ahead + one tick of pacing + one frame to render."""
+    """Audio-to-frame floor: feature look-ahead + one tick of pacing + the render budget."""
     if config.playout_delay_s is not None:
         return config.playout_delay_s
-    return feature_latency_s + 2.0 / config.fps
+    return feature_latency_s + 1.0 / config.fps + config.render_budget_s
 
 
 class _MotionPipeline:
@@ -108,7 +108,8 @@ class Session:
         self.last_active = time.monotonic()
         self.metrics = metrics
         self.frames_sent = 0
-        self.frames_dropped = 0
+        self.frames_dropped = 0  # not rendered in time
+        self.frames_skipped = 0  # rendered or not, skipped by a sender that fell behind
         self.first_frame_s: float | None = None
         self.viewers = 0
         self.clients = 0
@@ -139,8 +140,15 @@ class Session:
 
     @classmethod
     async def start(
-        cls, avatar: Avatar, portrait_id: str, config: SessionConfig, metrics: ServerMetrics
+        cls,
+        avatar: Avatar,
+        portrait_id: str,
+        config: SessionConfig,
+        metrics: ServerMetrics,
+        requested_at: float | None = None,
     ) -> Session:
+        """`requested_at` (time.monotonic()) is when the caller began, for first-frame time."""
+        requested_at = time.monotonic() if requested_at is None else requested_at
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecast-session")
         loop = asyncio.get_running_loop()
         pipeline = await loop.run_in_executor(executor, _MotionPipeline, avatar, config)
@@ -149,6 +157,8 @@ class Session:
         neutral = await loop.run_in_executor(executor, pipeline.neutral_frame)
         session._frames.put(StoredFrame(-1, neutral, time.monotonic()))
         session._first_frame.set()
+        session.first_frame_s = time.monotonic() - requested_at
+        metrics.first_frame_seconds.observe(session.first_frame_s)
         session._tasks = [
             asyncio.create_task(session._produce(), name=f"produce-{session.id}"),
             asyncio.create_task(session._publish_stats(), name=f"stats-{session.id}"),
@@ -383,17 +393,15 @@ class Session:
         self._sent_times.append(sent_at)
         self.metrics.frames_sent.inc()
         self._touch()
-        if self.first_frame_s is None:
-            self.first_frame_s = sent_at - self._started
-            self.metrics.first_frame_seconds.observe(self.first_frame_s)
         if fresh and frame.index >= 0:
             latency = sent_at - frame.entered_at
             self._latencies.append(latency)
             self.metrics.audio_to_frame_seconds.observe(latency)
 
     def _on_skipped_frames(self, count: int) -> None:
-        self.frames_dropped += count
-        self.metrics.frames_dropped.inc(count, reason="overload")
+        # Counted per viewer and apart from frames_dropped: the same index may be both.
+        self.frames_skipped += count
+        self.metrics.frames_dropped.inc(count, reason="sender_behind")
 
     def _on_viewer_gone(self) -> None:
         self.viewers = max(0, self.viewers - 1)
@@ -410,6 +418,7 @@ class Session:
             "fps": round(recent / 2.0, 2),
             "frames_sent": self.frames_sent,
             "dropped_frames": self.frames_dropped,
+            "skipped_frames": self.frames_skipped,
             "frame_time_ms_p50": _p50_ms(self._render_times),
             "audio_to_frame_ms_p50": _p50_ms(self._latencies),
             "first_frame_ms": None if self.first_frame_s is None else self.first_frame_s * 1000,

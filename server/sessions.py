@@ -66,10 +66,13 @@ class SessionManager:
                 fps=session_config.fps if fps is None else fps,
                 seed=session_config.seed if seed is None else seed,
             )
+        requested_at = time.monotonic()
         self._starting += 1  # count it against the cap while its avatar loads
         try:
             avatar = await self._portraits.avatar(portrait_id)
-            session = await Session.start(avatar, portrait_id, session_config, self._metrics)
+            session = await Session.start(
+                avatar, portrait_id, session_config, self._metrics, requested_at
+            )
         finally:
             self._starting -= 1
         self._sessions[session.id] = session

@@ -137,3 +137,13 @@ def test_underrun_debt_is_paid_back_from_pauses_never_from_speech() -> None:
     # The pause shrank by exactly the debt; the speech after it comes 40 ms earlier.
     assert np.count_nonzero(rest.playback) == 960
     assert rest.playback[2880:].min() == pytest.approx(0.3)
+
+
+def test_frame_store_never_leaves_a_new_viewer_without_a_frame() -> None:
+    store = FrameStore(capacity=2)
+    for index in (10, 11, 12):  # the first frames were evicted before anyone looked
+        store.put(StoredFrame(index, np.full((2, 2, 3), index, np.uint8), 0.0))
+    frame, fresh = store.take(5)
+    assert frame is not None and frame.index == 11 and not fresh
+    frame, fresh = store.take(11)
+    assert frame is not None and frame.index == 11 and fresh
