@@ -540,15 +540,16 @@ def _markdown(data: dict[str, Any]) -> str:
         "## Where the time goes (the server's floor)",
         "",
         f"- The session clock holds every frame and every audio sample for playout_delay_s = "
-        f"feature look-ahead 40 ms + two frames at {FPS} fps (80 ms) = {delay} ms after the tick "
+        f"feature look-ahead 40 ms + one tick of pacing ({1000 / FPS:.0f} ms) + the render "
+        f"budget (SessionConfig.render_budget_s) = {delay} ms after the tick "
         "that took its audio in (session.playout_delay_s). Audio and video leave on the same "
         "clock, so the server itself adds the same delay to both.",
         f"- A chunk is taken in at the next tick (0-{1000 / FPS:.0f} ms later) but placed at "
         "the start of that tick's playback span, behind whatever of the utterance is still "
         "queued: a streamed utterance starts only once 40 ms of it are queued (jitter buffer), "
-        "and every tick that finds the queue empty pads silence, so lateness of the sender adds "
-        "to the rest of the utterance (the server's audio_underruns counter also counts ticks "
-        "that merely emptied the queue exactly, so it overstates the padding). Send -> leaving "
+        "and a tick that finds it short pads silence (audio_underruns), which delays the rest "
+        "of the utterance until the queue skips as much silence from the next pause (the "
+        "underrun debt), so latency does not creep up. Send -> leaving "
         f"the server is therefore playout_delay - {1000 / FPS:.0f} ms to playout_delay + the "
         "standing queue (0-40 ms).",
         "- Frame k is rendered from audio features centred on the middle of tick k, so a "

@@ -207,7 +207,7 @@ def _markdown(data: dict[str, Any]) -> str:
             f"{session['frames_sent']} frames sent, {session['dropped_frames']} dropped, "
             f"frame_time_ms_p50 {session['stats']['frame_time_ms_p50']}, playout delay "
             f"{session['stats']['playout_delay_ms']} ms; audio_underruns counter "
-            f"{data['server_audio_underruns']} (counts exact drains too); sender chunks > 20 ms "
+            f"{data['server_audio_underruns']}; sender chunks > 20 ms "
             "late "
             f"{data['late_sender_chunks']}. CPU (cores): server {cpu['server_cores']}, client "
             f"{cpu['client_cores']}, other {cpu['other_cores']}.",
@@ -220,9 +220,9 @@ def _markdown(data: dict[str, Any]) -> str:
             "behind) or from the receiver.",
             "- The whole stream is one streamed utterance. Every tick that finds its queue empty "
             "(a late chunk from the sender, a stalled event loop) is padded with silence and the "
-            "rest of the utterance plays that much later; nothing takes the delay back until the "
-            "utterance ends, so send -> heard and send -> mouth can grow over a long stream while "
-            "the A/V offset stays put.",
+            "rest of the utterance plays that much later, until the queue skips as much silence "
+            "from the next pause (the underrun debt); the send -> heard rows show whether "
+            "latency crept up over the stream.",
             "- The A/V offset is at an aiortc receiver: audio waits in its jitter buffer for 4 "
             "newer packets (80 ms), video for the next frame's first packet (40 ms); see "
             "bench_audio_to_frame.md.",

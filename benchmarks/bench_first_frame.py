@@ -208,12 +208,10 @@ def _markdown(data: dict[str, Any]) -> str:
             "",
             "## Notes",
             "",
-            "- The server's first_frame_ms counts from the Session object's construction, which "
-            "comes after the avatar lookup and the renderer's construction and before the "
-            "neutral frame is rendered; it ends when the first video frame is handed to a "
-            "viewer's track, so it also includes the viewer's own connection time (offer, ICE, "
-            "DTLS). It is therefore neither 'POST -> first frame' nor a pure server figure; the "
-            "'first decoded frame' row is what a user waits for.",
+            "- The server's first_frame_ms runs from the start of the create request (avatar "
+            "lookup included) to its first frame being ready to send (the neutral frame); the "
+            "'first decoded frame' row adds the viewer's own connection (offer, ICE, DTLS) and "
+            "decoding, which is what a user waits for.",
             "- Until the producer's first paced frame, a new session shows its neutral frame "
             "(rendered during POST), so a viewer never waits for a tick.",
         ]

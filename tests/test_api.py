@@ -228,3 +228,39 @@ def test_api_token_protects_every_endpoint() -> None:
     assert (
         client.get("/api/portraits", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     )
+
+
+def test_cors_allows_only_configured_origins() -> None:
+    client = TestClient(create_app(ServerConfig(cors_origins=("http://app.example",))))
+    preflight = {"Access-Control-Request-Method": "POST"}
+    allowed = client.options("/api/sessions", headers={"Origin": "http://app.example", **preflight})
+    assert allowed.headers.get("access-control-allow-origin") == "http://app.example"
+    other = client.options("/api/sessions", headers={"Origin": "http://evil.example", **preflight})
+    assert "access-control-allow-origin" not in other.headers
+    closed = TestClient(create_app(ServerConfig()))  # no origins configured: no CORS at all
+    response = closed.options(
+        "/api/sessions", headers={"Origin": "http://app.example", **preflight}
+    )
+    assert "access-control-allow-origin" not in response.headers
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_ended_sessions_release_their_memory(api: httpx.Client, live_server: LiveServer) -> None:
+    def cycle() -> None:
+        ids = [api.post("/api/sessions", json={}).json()["id"] for _ in range(3)]
+        for session_id in ids:
+            assert api.delete(f"/api/sessions/{session_id}").status_code == 204
+
+    cycle()  # the first sessions warm allocator pools and caches
+    settled = _rss_mb(live_server.process.pid)
+    for _ in range(4):
+        cycle()
+    grown = _rss_mb(live_server.process.pid) - settled
+    # Twelve more sessions (each holds a renderer of tens of MB while alive) leave no trace.
+    assert grown < 40, f"server memory grew {grown:.0f} MB over 12 ended sessions"
