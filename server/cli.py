@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--render-budget-ms", type=float, help="render time per frame before it is due (80)"
     )
+    serve.add_argument(
+        "--jitter-buffer-ms", type=float, help="streamed speech queued before it starts (40)"
+    )
     return parser
 
 
@@ -87,6 +90,10 @@ def _prepare(args: argparse.Namespace) -> None:
     )
 
 
+def _seconds(milliseconds: float | None) -> float | None:
+    return None if milliseconds is None else milliseconds / 1000
+
+
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn  # imported here: `render` and `prepare` do not need the web stack
 
@@ -100,7 +107,8 @@ def _serve(args: argparse.Namespace) -> None:
         max_sessions=args.max_sessions,
         torch_threads=args.torch_threads,
         session_idle_timeout_s=args.session_idle_timeout,
-        render_budget_s=None if args.render_budget_ms is None else args.render_budget_ms / 1000,
+        render_budget_s=_seconds(args.render_budget_ms),
+        jitter_buffer_s=_seconds(args.jitter_buffer_ms),
     )
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_token is None:
         logger.warning(

@@ -128,7 +128,7 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
         values["torch_threads"] = int(env["FACECAST_TORCH_THREADS"])
     if "FACECAST_DATA_DIR" in env:
         values["data_dir"] = Path(env["FACECAST_DATA_DIR"])
-    session_keys = ("fps", "seed", "render_budget_s")
+    session_keys = ("fps", "seed", "render_budget_s", "jitter_buffer_s")
     session_values = {k: overrides.pop(k) for k in session_keys if k in overrides}
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = ServerConfig(**values)  # type: ignore[arg-type]
