@@ -8,6 +8,7 @@ load average is recorded before and after.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
@@ -314,3 +315,18 @@ def audio_seconds(path: Path) -> float:
         if stream.duration is not None and stream.time_base is not None:
             return float(stream.duration * stream.time_base)
         return float(container.duration or 0) / 1e6
+
+
+def run_and_report(
+    name: str,
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    markdown: Callable[[dict[str, Any]], str],
+    argv: list[str] | None = None,
+) -> None:
+    """The tail of every benchmark's main(): parse, measure, write JSON + Markdown, print."""
+    parser.add_argument("--out-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    setup_logging()
+    data = run(args)
+    print(write_results(name, data, markdown(data), args.out_dir).read_text())

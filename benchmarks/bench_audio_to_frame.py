@@ -47,9 +47,8 @@ from benchmarks._common import (
     machine_info,
     machine_markdown,
     markdown_table,
-    setup_logging,
+    run_and_report,
     summarize,
-    write_results,
 )
 
 __all__ = [
@@ -608,12 +607,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bursts", type=int, default=10, help="measured bursts (after 2 warm-up)")
     parser.add_argument("--period", type=float, default=2.0, help="seconds between bursts")
     parser.add_argument("--url", help="use this running server instead of starting one")
-    parser.add_argument("--out-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    setup_logging()
-    data = run(args)
-    md = write_results(NAME, data, _markdown(data), args.out_dir)
-    print(md.read_text())
+    run_and_report(NAME, parser, run, _markdown, argv)
 
 
 if __name__ == "__main__":

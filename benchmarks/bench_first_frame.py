@@ -27,16 +27,14 @@ import asyncio
 import io
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
     finish_machine_info,
     machine_markdown,
     markdown_table,
-    setup_logging,
+    run_and_report,
     summarize,
-    write_results,
 )
 from benchmarks.bench_audio_to_frame import (
     CpuMeter,
@@ -240,12 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--uploads", type=int, default=8, help="new-portrait uploads")
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between cycles")
     parser.add_argument("--url", help="use this running server instead of starting one")
-    parser.add_argument("--out-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    setup_logging()
-    data = run(args)
-    md = write_results(NAME, data, _markdown(data), args.out_dir)
-    print(md.read_text())
+    run_and_report(NAME, parser, run, _markdown, argv)
 
 
 if __name__ == "__main__":

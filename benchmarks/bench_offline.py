@@ -30,9 +30,8 @@ from benchmarks._common import (
     machine_info,
     machine_markdown,
     records_table,
-    setup_logging,
+    run_and_report,
     summarize,
-    write_results,
 )
 from engines.face_encoder import FaceEncoderConfig
 from server.offline import RenderJobConfig, render_to_mp4
@@ -181,12 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds")
     parser.add_argument("--fps", type=int, nargs="+", default=[25, 30])
-    parser.add_argument("--out-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    setup_logging()
-    data = run(args)
-    md = write_results(NAME, data, _markdown(data), args.out_dir)
-    print(md.read_text())
+    run_and_report(NAME, parser, run, _markdown, argv)
 
 
 if __name__ == "__main__":

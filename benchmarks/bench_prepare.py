@@ -35,9 +35,8 @@ from benchmarks._common import (
     machine_markdown,
     portraits,
     records_table,
-    setup_logging,
+    run_and_report,
     summarize,
-    write_results,
 )
 from engines import face_encoder, face_landmarks
 from engines.face_encoder import FaceEncoder, FaceEncoderConfig
@@ -191,12 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cold", type=int, default=10, help="cold repetitions per portrait")
     parser.add_argument("--warm", type=int, default=20, help="warm repetitions per portrait")
-    parser.add_argument("--out-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    setup_logging()
-    data = run(args)
-    md = write_results(NAME, data, _markdown(data), args.out_dir)
-    print(md.read_text())
+    run_and_report(NAME, parser, run, _markdown, argv)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,7 @@ from benchmarks._common import (
     finish_machine_info,
     machine_markdown,
     markdown_table,
-    setup_logging,
-    write_results,
+    run_and_report,
 )
 from benchmarks.bench_audio_to_frame import (
     CpuMeter,
@@ -331,12 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle", action="store_true", help="no speech: idle faces only")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--url", help="use this running server instead of starting one")
-    parser.add_argument("--out-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    setup_logging()
-    data = run(args)
-    md = write_results(NAME, data, _markdown(data), args.out_dir)
-    print(md.read_text())
+    run_and_report(NAME, parser, run, _markdown, argv)
 
 
 if __name__ == "__main__":
