@@ -179,7 +179,8 @@ class Session:
         )
         video, audio = SessionVideoTrack(source), SessionAudioTrack(source)
         self.viewers += 1
-        self._tracks += [video, audio]
+        # Drop tracks of viewers that left, so reconnecting pages do not pile them up.
+        self._tracks = [t for t in self._tracks if t.readyState == "live"] + [video, audio]
         video.on("ended", self._on_viewer_gone)
         return video, audio
 
