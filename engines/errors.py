@@ -10,6 +10,7 @@ __all__ = [
     "FaceTooSmallError",
     "InvalidAudioError",
     "BackendUnavailableError",
+    "SynthesisError",
 ]
 
 
@@ -39,3 +40,7 @@ class InvalidAudioError(FacecastError):
 
 class BackendUnavailableError(FacecastError):
     """An optional inference backend (CUDA, onnxruntime, TensorRT) is not installed or usable."""
+
+
+class SynthesisError(FacecastError):
+    """Corpus synthesis failed: flite is missing, the voice is unknown, or flite failed."""
