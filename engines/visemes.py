@@ -57,7 +57,15 @@ import numpy as np
 
 from . import motion_space as ms
 
-__all__ = ["Phone", "VisemeConfig", "VISEME_TARGETS", "PHONES", "parse_arpabet", "phone_targets"]
+__all__ = [
+    "Phone",
+    "VisemeConfig",
+    "VISEME_TARGETS",
+    "PHONES",
+    "MOUTH_CHANNELS",
+    "parse_arpabet",
+    "phone_targets",
+]
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,8 @@ def _channel_layout() -> tuple[tuple[str, ...], np.ndarray]:
 
 _CHANNELS, _CHANNEL_GROUP = _channel_layout()  # C channels; (C,) group index
 _MOTION_INDEX = np.array([ms.index_of(ch) for ch in _CHANNELS])
+# The motion-space channels phone_targets writes; every other channel stays neutral.
+MOUTH_CHANNELS: tuple[str, ...] = _CHANNELS
 
 
 def parse_arpabet(symbol: str) -> str:

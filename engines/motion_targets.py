@@ -1,0 +1,72 @@
+"""Training targets for the learned motion model: one motion-space sequence per utterance.
+
+Mouth channels come from the phone timings (visemes.phone_targets: coarticulated
+visemes, lips closed on p/b/m, rounding on w/uw/ow). Every other channel (head sway
+and nods, brows, blinks, gaze, breathing) comes from the procedural baseline run on
+the same audio, which ties them to prosody (energy onsets, pitch peaks, pauses) with
+seeded randomness. So the sampler learns the lips from phonetics and the rest from
+the prosody cues it will hear at run time, and different seeds give different but
+plausible head motion for the same speech: the diversity the diffusion model is
+meant to capture.
+
+Alignment: feature row k and target frame k both describe time k / fps, so a
+training pair (features[k], motion[k]) needs no shift; the run-time look-ahead is
+the feature extractor's own (AudioFeatureExtractor.latency_s).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import motion_space as ms
+from .audio_features import AudioFeatureConfig, AudioFeatureExtractor
+from .baseline import BaselineConfig, ProceduralMotionSource
+from .types import AudioChunk
+from .visemes import MOUTH_CHANNELS, Phone, VisemeConfig, phone_targets
+
+__all__ = ["TrainingExample", "utterance_targets"]
+
+_MOUTH_INDEX = np.array([ms.index_of(name) for name in MOUTH_CHANNELS])
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """features: float32 (T, F) audio features; motion: float32 (T, D) targets; same T."""
+
+    features: np.ndarray
+    motion: np.ndarray
+    fps: float
+
+
+def utterance_targets(
+    samples: np.ndarray,
+    sample_rate: int,
+    phones: Sequence[Phone],
+    fps: float,
+    seed: int,
+    features_config: AudioFeatureConfig | None = None,
+    baseline_config: BaselineConfig | None = None,
+    viseme_config: VisemeConfig | None = None,
+) -> TrainingExample:
+    """Audio features and motion targets for one utterance.
+
+    samples: float32 (S,) mono at sample_rate (the feature extractor's rate).
+    """
+    features_config = features_config or AudioFeatureConfig()
+    if sample_rate != features_config.sample_rate:
+        raise ValueError(
+            f"samples are at {sample_rate} Hz; resample to {features_config.sample_rate} Hz first"
+        )
+    extractor = AudioFeatureExtractor(features_config, fps)
+    chunk = AudioChunk(np.ascontiguousarray(samples, dtype=np.float32), sample_rate, 0)
+    head = extractor.push(chunk)
+    tail = extractor.flush()
+    features = np.concatenate([head.values, tail.values]).astype(np.float32)
+    source = ProceduralMotionSource(baseline_config or BaselineConfig(), fps, seed=seed)
+    motion = np.concatenate([source.step(head).values, source.step(tail).values]).astype(np.float32)
+    mouth = phone_targets(phones, fps, viseme_config, num_frames=len(features))
+    motion[:, _MOUTH_INDEX] = mouth[:, _MOUTH_INDEX]
+    return TrainingExample(features, ms.clip_motion(motion), fps)
