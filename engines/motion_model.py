@@ -1,0 +1,330 @@
+"""Learned audio-to-motion model: audio encoder, window denoiser, streaming sampler.
+
+Dimension names: B batch, T feature frames, F audio features (87), C audio
+embedding channels, W window frames, K previous-window frames, D motion channels
+(MOTION_DIM = 39), E controls channels (CONTROL_DIM = 5).
+
+Algorithmic latency: the feature extractor's 40 ms look-ahead, plus the encoder's
+one frame (40 ms at 25 fps), plus W - 1 frames of window that must be heard
+before a window is sampled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import motion_space as ms
+from .audio_features import FEATURE_NAMES
+from .controls import EMOTIONS, Controls
+from .diffusion import DDIMScheduler
+
+__all__ = [
+    "CONTROL_DIM",
+    "AudioEncoder",
+    "MotionModelConfig",
+    "MotionDenoiser",
+    "MotionNormalizer",
+    "MotionSampler",
+    "diffusion_loss",
+    "encode_controls",
+]
+
+# gaze_yaw, gaze_pitch, gaze_set (0 = the model decides), head_distance - 1, emotion_strength
+CONTROL_DIM = 5
+
+
+@dataclass(frozen=True)
+class MotionModelConfig:
+    """Sizes of the default small model: denoiser 0.87 M parameters (3.5 MB float32)."""
+
+    feature_dim: int = len(FEATURE_NAMES)
+    motion_dim: int = ms.MOTION_DIM
+    audio_channels: int = 64
+    max_window: int = 16
+    max_prefix: int = 8
+    d_model: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    ff_mult: int = 4
+
+
+def encode_controls(controls: Controls | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Controls as (vector Tensor of shape (1, E), emotion id Tensor of shape (1,) long)."""
+    c = controls or Controls()
+    gaze_set = c.gaze_yaw is not None or c.gaze_pitch is not None
+    vector = [
+        c.gaze_yaw or 0.0,
+        c.gaze_pitch or 0.0,
+        float(gaze_set),
+        c.head_distance - 1.0,
+        c.emotion_strength,
+    ]
+    return torch.tensor([vector], dtype=torch.float32), torch.tensor([EMOTIONS.index(c.emotion)])
+
+
+class AudioEncoder(nn.Module):
+    """Per-frame audio features (B, T, F) -> embeddings (B, T, C), one frame of look-ahead.
+
+    The first conv is centred (sees frames t-1..t+1); the rest are causal with
+    dilations 1, 2, 4, so output t depends on features [t - context_frames, t + 1].
+    Streaming: run it on features [k - context_frames, k + lookahead_frames] and
+    keep the rows for frames <= k; rows past k saw zero padding instead of audio.
+    """
+
+    lookahead_frames = 1
+
+    def __init__(self, feature_dim: int = len(FEATURE_NAMES), channels: int = 64) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(feature_dim)
+        self.input = nn.Conv1d(feature_dim, channels, kernel_size=3)
+        self.dilations = (1, 2, 4)
+        self.blocks = nn.ModuleList(
+            nn.Conv1d(channels, channels, kernel_size=3, dilation=d) for d in self.dilations
+        )
+        self.act = nn.GELU()
+        self.context_frames = 1 + sum(2 * d for d in self.dilations)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features: Tensor of shape (B, T, F) -> Tensor of shape (B, T, C)."""
+        if features.dim() != 3 or features.shape[-1] != self.norm.normalized_shape[0]:
+            raise ValueError(f"features must be (B, T, {self.norm.normalized_shape[0]})")
+        x = self.norm(features).transpose(1, 2)  # BxFxT
+        x = self.act(self.input(nn.functional.pad(x, (1, 1))))  # BxCxT, centred: 1 ahead
+        for d, conv in zip(self.dilations, self.blocks, strict=True):
+            x = x + self.act(conv(nn.functional.pad(x, (2 * d, 0))))  # causal: no look-ahead
+        return x.transpose(1, 2)  # BxTxC
+
+
+def _timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of t (B,) -> Tensor of shape (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def _choose(mask: torch.Tensor | None, null: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """value where mask (B,) is False, the learned null where True; value (B, ...)."""
+    if mask is None:
+        return value
+    mask = mask.to(device=value.device, dtype=torch.bool).reshape(-1, *([1] * (value.dim() - 1)))
+    return torch.where(mask, null.to(value.dtype).expand_as(value), value)
+
+
+class MotionDenoiser(nn.Module):
+    """Transformer over [K prefix tokens | W noisy motion tokens]; predicts v (B, W, D).
+
+    Conditions: audio embedding per window frame (added to its token), the
+    previous window's last K frames (prefix tokens, for continuity), timestep and
+    controls (added to every token). Each condition has a learned null chosen
+    per batch row by a boolean mask, for condition dropout and guidance.
+    """
+
+    def __init__(self, config: MotionModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = config or MotionModelConfig()
+        self.config = cfg
+        d = cfg.d_model
+        self.motion_in = nn.Linear(cfg.motion_dim, d)
+        self.prefix_in = nn.Linear(cfg.motion_dim, d)
+        self.audio_in = nn.Linear(cfg.audio_channels, d)
+        self.position = nn.Parameter(torch.randn(cfg.max_prefix + cfg.max_window, d) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.controls_mlp = nn.Sequential(nn.Linear(CONTROL_DIM, d), nn.SiLU(), nn.Linear(d, d))
+        self.emotion = nn.Embedding(len(EMOTIONS), d)
+        self.null_audio = nn.Parameter(torch.randn(cfg.audio_channels) * 0.02)
+        self.null_prefix = nn.Parameter(torch.randn(d) * 0.02)
+        self.null_controls = nn.Parameter(torch.randn(d) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            d, cfg.num_heads, cfg.ff_mult * d, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.transformer = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
+        self.out_norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, cfg.motion_dim)
+
+    def _check(self, sample: torch.Tensor, audio: torch.Tensor, prev: torch.Tensor) -> None:
+        b, w, dim = sample.shape
+        cfg = self.config
+        if dim != cfg.motion_dim or not 1 <= w <= cfg.max_window:
+            raise ValueError(f"sample must be (B, W<={cfg.max_window}, {cfg.motion_dim})")
+        if audio.shape != (b, w, cfg.audio_channels):
+            raise ValueError(
+                f"audio must be {(b, w, cfg.audio_channels)}, got {tuple(audio.shape)}"
+            )
+        if prev.dim() != 3 or prev.shape[0] != b or prev.shape[2] != dim:
+            raise ValueError(f"prev must be (B, K, {dim}), got {tuple(prev.shape)}")
+        if prev.shape[1] > cfg.max_prefix:
+            raise ValueError(f"prev has K={prev.shape[1]} frames, at most {cfg.max_prefix}")
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        t: torch.Tensor,
+        audio: torch.Tensor,
+        prev: torch.Tensor,
+        controls: torch.Tensor,
+        emotion: torch.Tensor,
+        drop_audio: torch.Tensor | None = None,
+        drop_prev: torch.Tensor | None = None,
+        drop_controls: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict v for a batch of windows.
+
+        sample: Tensor of shape (B, W, D), noisy motion in normalised units.
+        t: Tensor of shape (B,) long. audio: Tensor of shape (B, W, C).
+        prev: Tensor of shape (B, K, D), normalised. controls: Tensor of shape (B, E).
+        emotion: Tensor of shape (B,) long. drop_*: Tensor of shape (B,) bool or None.
+        Returns Tensor of shape (B, W, D).
+        """
+        self._check(sample, audio, prev)
+        k, w = prev.shape[1], sample.shape[1]
+        audio = _choose(drop_audio, self.null_audio, audio)
+        global_ = self.time_mlp(_timestep_embedding(t, self.config.d_model))  # BxDm
+        ctrl = self.controls_mlp(controls) + self.emotion(emotion)  # BxDm
+        global_ = global_ + _choose(drop_controls, self.null_controls, ctrl)
+        prefix = _choose(drop_prev, self.null_prefix, self.prefix_in(prev))  # BxKxDm
+        window = self.motion_in(sample) + self.audio_in(audio)  # BxWxDm
+        tokens = torch.cat([prefix, window], dim=1) + global_[:, None]  # Bx(K+W)xDm
+        start = self.config.max_prefix - k  # the prefix always ends just before the window
+        tokens = tokens + self.position[start : start + k + w]
+        hidden = self.transformer(tokens)[:, k:]  # BxWxDm
+        return self.out(self.out_norm(hidden))
+
+
+class MotionNormalizer:
+    """Per-channel affine map between motion units and the network's unit space.
+
+    mean, std: arrays of shape (D,); identity by default. Fit with `from_data`.
+    """
+
+    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> None:
+        self.mean = np.zeros(ms.MOTION_DIM, np.float32) if mean is None else np.asarray(mean)
+        self.std = np.ones(ms.MOTION_DIM, np.float32) if std is None else np.asarray(std)
+        if self.mean.shape != (ms.MOTION_DIM,) or self.std.shape != (ms.MOTION_DIM,):
+            raise ValueError(f"mean and std must have shape ({ms.MOTION_DIM},)")
+
+    @classmethod
+    def from_data(cls, motion: np.ndarray, min_std: float = 1e-3) -> MotionNormalizer:
+        """Fit on motion of shape (N, D); the std floor keeps constant channels finite."""
+        flat = np.asarray(motion, np.float32).reshape(-1, ms.MOTION_DIM)
+        return cls(flat.mean(0), np.maximum(flat.std(0), min_std).astype(np.float32))
+
+    def normalize(self, motion: np.ndarray) -> np.ndarray:
+        """motion (..., D) in motion units -> (..., D) in unit space."""
+        return ((motion - self.mean) / self.std).astype(np.float32)
+
+    def denormalize(self, unit: np.ndarray) -> np.ndarray:
+        """unit (..., D) -> (..., D) in motion units."""
+        return (unit * self.std + self.mean).astype(np.float32)
+
+
+def diffusion_loss(
+    denoiser: nn.Module,
+    scheduler: DDIMScheduler,
+    x0: torch.Tensor,
+    audio: torch.Tensor,
+    prev: torch.Tensor,
+    controls: torch.Tensor,
+    emotion: torch.Tensor,
+    generator: torch.Generator | None = None,
+    p_drop: float = 0.1,
+) -> torch.Tensor:
+    """MSE between predicted and true v at a random timestep per row; a scalar Tensor.
+
+    x0: Tensor of shape (B, W, D), normalised. audio (B, W, C), prev (B, K, D),
+    controls (B, E), emotion (B,). Each condition is dropped with probability
+    p_drop per row, independently, so the nulls learn to serve guidance.
+    """
+    b = x0.shape[0]
+    t = torch.randint(0, scheduler.num_train_timesteps, (b,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    drops = [torch.rand(b, generator=generator) < p_drop for _ in range(3)]
+    out = denoiser(scheduler.add_noise(x0, noise, t), t, audio, prev, controls, emotion, *drops)
+    return nn.functional.mse_loss(out, scheduler.training_target(x0, noise, t))
+
+
+class MotionSampler:
+    """Streaming sampler: one call per window of W frames, continuity from the last K.
+
+    Holds the scheduler, the denoiser (any callable with MotionDenoiser's forward
+    signature, so its backend can be swapped), guidance scales and a seeded
+    generator. Guidance batches three rows in one forward: full condition, audio
+    only (controls null) and unconditional (audio and controls null):
+    out = uncond + s_audio * (audio_only - uncond) + s_controls * (full - audio_only).
+    With s_audio == s_controls == s this is uncond + s * (full - uncond).
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        scheduler: DDIMScheduler | None = None,
+        normalizer: MotionNormalizer | None = None,
+        window: int = 8,
+        prefix: int = 4,
+        num_steps: int = 4,
+        audio_scale: float = 2.0,
+        controls_scale: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if window < 1 or prefix < 1:
+            raise ValueError("window and prefix must be >= 1 frame")
+        self.denoiser = denoiser
+        self.scheduler = scheduler or DDIMScheduler()
+        self.scheduler.set_timesteps(num_steps)
+        self.normalizer = normalizer or MotionNormalizer()
+        self.window, self.prefix = window, prefix
+        self.audio_scale, self.controls_scale = audio_scale, controls_scale
+        self.generator = torch.Generator()
+        self.reset(seed)
+
+    def reset(self, seed: int) -> None:
+        """Start a new stream: forget the history and reseed the noise."""
+        self.generator.manual_seed(seed)
+        self._history: torch.Tensor | None = None  # 1xKxD, normalised
+
+    def _guided(self, x: torch.Tensor, t: int, cond: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """One guided v prediction for x (1, W, D)."""
+        audio, prev, vector, emotion = cond
+        out = self.denoiser(
+            x.expand(3, -1, -1),
+            torch.full((3,), t, dtype=torch.long),
+            audio.expand(3, -1, -1),
+            prev.expand(3, -1, -1),
+            vector.expand(3, -1),
+            emotion.expand(3),
+            torch.tensor([False, False, True]),  # drop_audio
+            torch.tensor([self._history is None] * 3),  # drop_prev
+            torch.tensor([False, True, True]),  # drop_controls
+        )
+        full, audio_only, uncond = out[0:1], out[1:2], out[2:3]
+        guided = uncond + self.audio_scale * (audio_only - uncond)
+        return guided + self.controls_scale * (full - audio_only)
+
+    @torch.no_grad()
+    def sample_window(
+        self, audio_embedding: torch.Tensor, controls: Controls | None = None
+    ) -> np.ndarray:
+        """audio_embedding: Tensor of shape (1, W, C) -> motion array of shape (W, D).
+
+        The result is clipped to motion_space ranges; its last K frames condition
+        the next call.
+        """
+        if audio_embedding.dim() != 3 or audio_embedding.shape[:2] != (1, self.window):
+            raise ValueError(f"audio_embedding must be (1, {self.window}, C)")
+        vector, emotion = encode_controls(controls)
+        prev = self._history
+        if prev is None:  # first window: the prefix is masked to null, its values unused
+            prev = torch.zeros(1, self.prefix, ms.MOTION_DIM)
+        cond = (audio_embedding.float(), prev, vector, emotion)
+        x = torch.randn((1, self.window, ms.MOTION_DIM), generator=self.generator)
+        for t in self.scheduler.timesteps.tolist():
+            x = self.scheduler.step(self._guided(x, t, cond), t, x)
+        motion = ms.clip_motion(self.normalizer.denormalize(x[0].numpy()))  # WxD
+        unit = self.normalizer.normalize(motion[-self.prefix :])  # KxD
+        self._history = torch.from_numpy(unit)[None]
+        return motion
