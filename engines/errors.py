@@ -11,6 +11,7 @@ __all__ = [
     "InvalidAudioError",
     "BackendUnavailableError",
     "SynthesisError",
+    "CheckpointError",
 ]
 
 
@@ -44,3 +45,7 @@ class BackendUnavailableError(FacecastError):
 
 class SynthesisError(FacecastError):
     """Corpus synthesis failed: flite is missing, the voice is unknown, or flite failed."""
+
+
+class CheckpointError(FacecastError):
+    """A motion checkpoint is missing, not a facecast checkpoint, or does not fit this build."""

@@ -57,7 +57,45 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--jitter-buffer-ms", type=float, help="streamed speech queued before it starts (40)"
     )
+    train = sub.add_parser("train", help="train the learned motion model on a synthesized corpus")
+    train.add_argument("--steps", type=int, help="optimizer steps (default 20000)")
+    train.add_argument("--corpus-size", type=int, help="utterances to synthesize (default 500)")
+    train.add_argument("--seed", type=int, default=0, help="seed for corpus, weights and batches")
+    train.add_argument("--corpus", type=Path, help="existing corpus folder (build_corpus output)")
+    train.add_argument("--log-every", type=int, default=100, help="print the loss every N steps")
+    train.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("checkpoints/motion.safetensors"),
+        help="checkpoint path (default checkpoints/motion.safetensors)",
+    )
     return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from engines.training import TrainConfig, train  # torch training: only this command
+
+    overrides = {"steps": args.steps, "corpus_size": args.corpus_size, "seed": args.seed}
+    config = dataclasses.replace(
+        TrainConfig(), **{k: v for k, v in overrides.items() if v is not None}
+    )
+    print(f"training {config.steps} steps (seed {config.seed})", flush=True)
+    report = train(
+        config,
+        args.output,
+        corpus_dir=args.corpus,
+        log_every=args.log_every,
+        progress=lambda step, loss: print(
+            f"step {step}/{config.steps} loss {loss:.4f}", flush=True
+        ),
+    )
+    print(
+        f"wrote {report.checkpoint}: {report.steps} steps in {report.seconds:.1f} s "
+        f"({report.steps / max(report.seconds, 1e-9):.1f} steps/s)"
+    )
 
 
 def _render(args: argparse.Namespace) -> None:
@@ -130,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        {"render": _render, "prepare": _prepare, "serve": _serve}[args.command](args)
+        {"render": _render, "prepare": _prepare, "serve": _serve, "train": _train}[args.command](
+            args
+        )
     except FacecastError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
