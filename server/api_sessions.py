@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from .audio_ingest import PLAYBACK_RATE, decode_audio_bytes
 from .config import MAX_FPS
 from .session import Session
-from .state import ServerState
+from .state import state_of
 from .tts import synthesize_speech
 
 __all__ = ["router"]
@@ -44,10 +44,6 @@ class SpeakRequest(BaseModel):
 class Offer(BaseModel):
     sdp: str
     type: str = "offer"
-
-
-def _state(request: Request) -> ServerState:
-    return request.app.state.facecast  # type: ignore[no-any-return]
 
 
 def session_info(session: Session) -> dict[str, Any]:
@@ -84,13 +80,13 @@ async def _read_upload(file: UploadFile, limit: int, what: str) -> bytes:
 async def list_portraits(request: Request) -> list[dict[str, Any]]:
     return [
         {"id": p.id, "name": p.name, "builtin": p.builtin, "notes": list(p.notes)}
-        for p in _state(request).portraits.list()
+        for p in state_of(request).portraits.list()
     ]
 
 
 @router.post("/portraits", status_code=201)
 async def upload_portrait(request: Request, file: UploadFile) -> dict[str, Any]:
-    state = _state(request)
+    state = state_of(request)
     data = await _read_upload(file, state.config.max_portrait_bytes, "image")
     info = await state.portraits.add(data, file.filename or "upload")
     return {"id": info.id, "name": info.name, "builtin": False, "notes": list(info.notes)}
@@ -98,7 +94,7 @@ async def upload_portrait(request: Request, file: UploadFile) -> dict[str, Any]:
 
 @router.get("/portraits/{portrait_id}/image")
 async def portrait_image(request: Request, portrait_id: str) -> FileResponse:
-    return FileResponse(_state(request).portraits.info(portrait_id).path)
+    return FileResponse(state_of(request).portraits.info(portrait_id).path)
 
 
 # ---- sessions -----------------------------------------------------------------------
@@ -107,29 +103,29 @@ async def portrait_image(request: Request, portrait_id: str) -> FileResponse:
 @router.post("/sessions", status_code=201)
 async def create_session(request: Request, body: SessionRequest | None = None) -> dict[str, Any]:
     body = body or SessionRequest()
-    session = await _state(request).sessions.create(body.portrait_id, body.fps, body.seed)
+    session = await state_of(request).sessions.create(body.portrait_id, body.fps, body.seed)
     return session_info(session)
 
 
 @router.get("/sessions")
 async def list_sessions(request: Request) -> list[dict[str, Any]]:
-    return [session_info(s) for s in _state(request).sessions.list()]
+    return [session_info(s) for s in state_of(request).sessions.list()]
 
 
 @router.get("/sessions/{session_id}")
 async def get_session(request: Request, session_id: str) -> dict[str, Any]:
-    return session_info(_state(request).sessions.get(session_id))
+    return session_info(state_of(request).sessions.get(session_id))
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
 async def delete_session(request: Request, session_id: str) -> Response:
-    await _state(request).sessions.delete(session_id)
+    await state_of(request).sessions.delete(session_id)
     return Response(status_code=204)
 
 
 @router.put("/sessions/{session_id}/portrait")
 async def set_portrait(request: Request, session_id: str, body: PortraitChoice) -> dict[str, Any]:
-    state = _state(request)
+    state = state_of(request)
     session = state.sessions.get(session_id)
     avatar = await state.portraits.avatar(body.portrait_id)
     await session.set_portrait(avatar, body.portrait_id)
@@ -138,7 +134,7 @@ async def set_portrait(request: Request, session_id: str, body: PortraitChoice) 
 
 @router.post("/sessions/{session_id}/offer")
 async def offer(request: Request, session_id: str, body: Offer) -> dict[str, str]:
-    state = _state(request)
+    state = state_of(request)
     if body.type != "offer":
         raise HTTPException(400, f"expected an SDP offer, got type {body.type!r}")
     session = state.sessions.get(session_id)
@@ -151,7 +147,7 @@ async def offer(request: Request, session_id: str, body: Offer) -> dict[str, str
 
 @router.post("/sessions/{session_id}/audio", status_code=202)
 async def upload_audio(request: Request, session_id: str, file: UploadFile) -> dict[str, Any]:
-    state = _state(request)
+    state = state_of(request)
     session = state.sessions.get(session_id)
     data = await _read_upload(file, state.config.max_audio_bytes, "audio file")
     name = file.filename or "upload"
@@ -165,7 +161,7 @@ async def upload_audio(request: Request, session_id: str, file: UploadFile) -> d
 
 @router.post("/sessions/{session_id}/speak", status_code=202)
 async def speak(request: Request, session_id: str, body: SpeakRequest) -> dict[str, Any]:
-    session = _state(request).sessions.get(session_id)
+    session = state_of(request).sessions.get(session_id)
     samples = await asyncio.get_running_loop().run_in_executor(
         None, _speak_to_samples, body.text, body.voice
     )
@@ -181,7 +177,7 @@ def _speak_to_samples(text: str, voice: str | None) -> Any:
 
 @router.post("/sessions/{session_id}/controls")
 async def set_controls(request: Request, session_id: str) -> dict[str, Any]:
-    session = _state(request).sessions.get(session_id)
+    session = state_of(request).sessions.get(session_id)
     try:
         values = await request.json()
     except ValueError as exc:
@@ -194,4 +190,4 @@ async def set_controls(request: Request, session_id: str) -> dict[str, Any]:
 
 @router.post("/sessions/{session_id}/interrupt")
 async def interrupt(request: Request, session_id: str) -> dict[str, int]:
-    return {"interrupted": _state(request).sessions.get(session_id).interrupt()}
+    return {"interrupted": state_of(request).sessions.get(session_id).interrupt()}

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from fastapi import HTTPException, Request, WebSocket
 
 from .config import ServerConfig
+from .state import state_of
 
 __all__ = ["token_matches", "require_token", "websocket_token_ok"]
 
@@ -28,7 +29,7 @@ def token_matches(
 
 def require_token(request: Request) -> None:
     """FastAPI dependency for every protected HTTP route."""
-    config: ServerConfig = request.app.state.facecast.config
+    config = state_of(request).config
     if not token_matches(config, request.headers, request.query_params):
         raise HTTPException(
             401,
@@ -38,7 +39,7 @@ def require_token(request: Request) -> None:
 
 
 async def websocket_token_ok(websocket: WebSocket) -> bool:
-    config: ServerConfig = websocket.app.state.facecast.config
+    config = state_of(websocket).config
     if token_matches(config, websocket.headers, websocket.query_params):
         return True
     await websocket.close(code=1008, reason="missing or wrong API token")

@@ -20,7 +20,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame, VideoFrame
 
-from .playout import AudioRing, FrameStore, SessionClock, StoredFrame
+from .playout import AudioRing, FrameStore, SessionClock, StoredFrame, sleep_until
 
 __all__ = ["PlayoutSource", "SessionVideoTrack", "SessionAudioTrack", "AUDIO_PACKET_SAMPLES"]
 
@@ -59,7 +59,7 @@ class SessionVideoTrack(MediaStreamTrack):
         if self._next_index is None:
             self._next_index = self._first_index = clock.frame_index_at(time.monotonic()) + 1
         index = self._next_index
-        await _sleep_until(clock.frame_due(index))
+        await sleep_until(clock.frame_due(index))
         newest_due = clock.frame_index_at(time.monotonic())
         if newest_due > index:  # the sender is late: show the frame due now, skip the rest
             source.on_skipped_frames(newest_due - index)
@@ -93,7 +93,7 @@ class SessionAudioTrack(MediaStreamTrack):
             now_position = max(0, clock.sample_position_at(time.monotonic()))
             self._next_position = self._first_position = _packet_ceil(now_position)
         position = self._next_position
-        await _sleep_until(clock.sample_due(position))
+        await sleep_until(clock.sample_due(position))
         lag = time.monotonic() - clock.sample_due(position)
         if lag > _MAX_AUDIO_LAG_S:
             position = _packet_ceil(clock.sample_position_at(time.monotonic()))
@@ -109,9 +109,3 @@ class SessionAudioTrack(MediaStreamTrack):
 
 def _packet_ceil(position: int) -> int:
     return -(-position // AUDIO_PACKET_SAMPLES) * AUDIO_PACKET_SAMPLES
-
-
-async def _sleep_until(deadline: float) -> None:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)

@@ -10,6 +10,7 @@ cannot drift apart, however long the session runs.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
 import threading
@@ -18,7 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SessionClock", "AudioRing", "FrameStore", "StoredFrame"]
+__all__ = ["SessionClock", "AudioRing", "FrameStore", "StoredFrame", "sleep_until"]
+
+
+async def sleep_until(deadline: float) -> None:
+    """Sleep until time.monotonic() reaches `deadline` (at once if it has passed)."""
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from .audio_ingest import FEATURE_RATE, PLAYBACK_RATE, Downsampler
 from .config import SessionConfig
 from .media import PlayoutSource, SessionAudioTrack, SessionVideoTrack
 from .metrics import ServerMetrics
-from .playout import AudioRing, FrameStore, SessionClock, StoredFrame
+from .playout import AudioRing, FrameStore, SessionClock, StoredFrame, sleep_until
 from .speech_queue import SpeechQueue, TakenAudio, Utterance
 
 __all__ = ["Session", "playout_delay_s"]
@@ -94,7 +94,6 @@ class Session:
 
     def __init__(
         self,
-        avatar: Avatar,
         portrait_id: str,
         config: SessionConfig,
         metrics: ServerMetrics,
@@ -114,10 +113,8 @@ class Session:
         self.viewers = 0
         self.clients = 0
         self.closed = False
-        self._avatar = avatar
         self._pipeline = pipeline
         self._executor = executor
-        self._started = time.monotonic()
         delay = playout_delay_s(config, pipeline.extractor.latency_s)
         self.clock = SessionClock.start_now(config.fps, delay, PLAYBACK_RATE)
         self.speech = SpeechQueue(
@@ -152,7 +149,7 @@ class Session:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecast-session")
         loop = asyncio.get_running_loop()
         pipeline = await loop.run_in_executor(executor, _MotionPipeline, avatar, config)
-        session = cls(avatar, portrait_id, config, metrics, pipeline, executor)
+        session = cls(portrait_id, config, metrics, pipeline, executor)
         # The neutral frame is shown until the first paced frame: a viewer never waits on a tick.
         neutral = await loop.run_in_executor(executor, pipeline.neutral_frame)
         session._frames.put(StoredFrame(-1, neutral, time.monotonic()))
@@ -202,11 +199,6 @@ class Session:
 
     def enqueue(self, samples: np.ndarray, source: str) -> Utterance:
         """A whole utterance of float32 (S,) 48 kHz samples, played after what is queued."""
-        if len(samples) > self.speech.space_samples:
-            raise OverflowError(
-                f"{len(samples) / PLAYBACK_RATE:.1f} s of audio does not fit in the speech queue "
-                f"({self.speech.space_samples / PLAYBACK_RATE:.1f} s free); wait or interrupt"
-            )
         utterance = Utterance(source, streaming=False)
         self.speech.add(utterance, samples)
         self.metrics.utterances.inc(source=source)
@@ -278,7 +270,7 @@ class Session:
             self._pipeline.renderer = FaceRenderer(avatar, self.config.renderer)
 
         await asyncio.get_running_loop().run_in_executor(self._executor, swap)
-        self._avatar, self.portrait_id = avatar, portrait_id
+        self.portrait_id = portrait_id
 
     @property
     def speaking(self) -> bool:
@@ -307,7 +299,7 @@ class Session:
         loop = asyncio.get_running_loop()
         tick = 0
         while True:
-            await _sleep_until(self.clock.tick_time(tick + 1))
+            await sleep_until(self.clock.tick_time(tick + 1))
             start = self.clock.sample_position(tick)
             taken = self.speech.take(self.clock.sample_position(tick + 1) - start)
             self._tick_entered[tick] = time.monotonic()
@@ -436,9 +428,3 @@ class Session:
 
 def _p50_ms(values: collections.deque[float]) -> float | None:
     return round(float(np.median(values)) * 1000, 2) if values else None
-
-
-async def _sleep_until(deadline: float) -> None:
-    delay = deadline - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)

@@ -107,7 +107,11 @@ class SpeechQueue:
         return tuple(self._queue)
 
     def add(self, utterance: Utterance, samples: np.ndarray | None = None) -> None:
-        """Queue an utterance behind the others; a whole one comes with all its samples."""
+        """Queue an utterance behind the others; a whole one comes with all its samples.
+
+        Raises OverflowError (and queues nothing) when its samples do not fit."""
+        if samples is not None:
+            self._check_space(len(samples))
         self._queue.append(utterance)
         if samples is not None:
             self.push(utterance, samples)
@@ -120,14 +124,18 @@ class SpeechQueue:
             raise ValueError(f"utterance {utterance.id} has ended; start a new one")
         if samples.ndim != 1:
             raise ValueError(f"samples must have shape (S,), got {samples.shape}")
-        if len(samples) > self.space_samples:
-            raise OverflowError(
-                f"speech queue is full ({self._max_samples / self.RATE:.0f} s); "
-                "wait for playback to catch up"
-            )
+        self._check_space(len(samples))
         if len(samples):
             utterance._chunks.append(samples.astype(np.float32, copy=False))
             utterance.queued_samples += len(samples)
+
+    def _check_space(self, count: int) -> None:
+        if count > self.space_samples:
+            raise OverflowError(
+                f"the speech queue is full: {count / self.RATE:.1f} s of audio does not fit "
+                f"({self.space_samples / self.RATE:.1f} s free of "
+                f"{self._max_samples / self.RATE:.0f} s); wait for playback or interrupt"
+            )
 
     def push_live(self, samples: np.ndarray) -> None:
         """Microphone audio; only the newest max_live_samples are kept, so lag cannot build up."""

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
+from starlette.requests import HTTPConnection
 
 from engines.avatar import Avatar
 from engines.face_encoder import FaceEncoder
@@ -21,7 +22,7 @@ from .session import Session
 from .sessions import SessionManager
 from .webrtc import PeerLink, configure_encoders
 
-__all__ = ["ServerState", "UnknownPeerError"]
+__all__ = ["ServerState", "UnknownPeerError", "state_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +97,8 @@ class ServerState:
         if link.owns_session:
             with contextlib.suppress(KeyError):
                 await self.sessions.delete(link.session.id)
+
+
+def state_of(connection: HTTPConnection) -> ServerState:
+    """The server's shared state, from any request or WebSocket."""
+    return connection.app.state.facecast  # type: ignore[no-any-return]

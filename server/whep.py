@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from .sessions import UnknownSessionError
-from .state import ServerState
+from .state import state_of
 
 __all__ = ["router"]
 
@@ -23,10 +23,6 @@ router = APIRouter(prefix="/whep", tags=["whep"])
 
 _SDP = "application/sdp"
 _SDP_FRAGMENT = "application/trickle-ice-sdpfrag"
-
-
-def _state(request: Request) -> ServerState:
-    return request.app.state.facecast  # type: ignore[no-any-return]
 
 
 async def _read_body(request: Request, content_type: str) -> str:
@@ -43,7 +39,7 @@ async def _read_body(request: Request, content_type: str) -> str:
 
 
 async def _answer(request: Request, session_id: str | None) -> Response:
-    state = _state(request)
+    state = state_of(request)
     offer = await _read_body(request, _SDP)
     owns = session_id is None
     session = await state.sessions.create() if owns else state.sessions.get(session_id or "")
@@ -77,7 +73,7 @@ async def watch_session(request: Request, session_id: str) -> Response:
 
 @router.patch("/resources/{peer_id}", status_code=204, response_class=Response)
 async def trickle(request: Request, peer_id: str) -> Response:
-    link = _state(request).link(peer_id)
+    link = state_of(request).link(peer_id)
     fragment = await _read_body(request, _SDP_FRAGMENT)
     await link.add_candidates(fragment)
     return Response(status_code=204)
@@ -85,5 +81,5 @@ async def trickle(request: Request, peer_id: str) -> Response:
 
 @router.delete("/resources/{peer_id}", response_class=Response)
 async def stop(request: Request, peer_id: str) -> Response:
-    await _state(request).link(peer_id).close()
+    await state_of(request).link(peer_id).close()
     return Response(status_code=200)

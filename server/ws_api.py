@@ -35,7 +35,7 @@ from .auth import websocket_token_ok
 from .session import Session
 from .sessions import UnknownSessionError
 from .speech_queue import Utterance
-from .state import ServerState
+from .state import state_of
 
 __all__ = ["router"]
 
@@ -47,7 +47,7 @@ router = APIRouter()
 async def _open(websocket: WebSocket, session_id: str) -> Session | None:
     if not await websocket_token_ok(websocket):
         return None
-    state: ServerState = websocket.app.state.facecast
+    state = state_of(websocket)
     try:
         session = state.sessions.get(session_id)
     except UnknownSessionError as exc:
@@ -144,7 +144,6 @@ class _StreamReader:
             tail = self.pcm.flush()
             if len(tail) and not self.utterance.interrupted:
                 await self.session.push_stream(self.utterance, tail)
-            self.pcm = PcmStream(self.pcm.sample_rate)
         self.session.end_stream(self.utterance)
         self.utterance = None
 

@@ -147,3 +147,11 @@ def test_frame_store_never_leaves_a_new_viewer_without_a_frame() -> None:
     assert frame is not None and frame.index == 11 and not fresh
     frame, fresh = store.take(11)
     assert frame is not None and frame.index == 11 and fresh
+
+
+def test_a_whole_utterance_too_big_to_fit_is_refused_and_not_queued() -> None:
+    queue = _queue(max_s=0.1)
+    too_long = Utterance("upload", streaming=False)
+    with pytest.raises(OverflowError, match=r"full: 0\.2 s of audio does not fit \(0\.1 s free"):
+        queue.add(too_long, _ramp(9600))
+    assert queue.utterances == () and not queue.take(960).started
