@@ -225,6 +225,20 @@ def load_note(info: dict[str, Any]) -> str:
     )
 
 
+def live_header(title: str, info: dict[str, Any]) -> list[str]:
+    """Markdown lines every live benchmark opens with: title, machine, reference, load note."""
+    note = load_note(info)
+    return [
+        title,
+        "",
+        machine_markdown(info),
+        "",
+        reference_note(info),
+        "",
+        *([note, ""] if note else []),
+    ]
+
+
 # ---- the stimulus --------------------------------------------------------------------------
 
 
@@ -510,15 +524,11 @@ def _markdown(data: dict[str, Any]) -> str:
         for r in data["bursts"]
     ]
     cpu = data["cpu"]
-    note = load_note(data["machine"])
     lines = [
-        "# Audio to frame: a sound entering the server -> the mouth at the receiver",
-        "",
-        machine_markdown(data["machine"]),
-        "",
-        reference_note(data["machine"]),
-        "",
-        *([note, ""] if note else []),
+        *live_header(
+            "# Audio to frame: a sound entering the server -> the mouth at the receiver",
+            data["machine"],
+        ),
         f"One {FPS} fps session, one aiortc viewer in the client process, silence streamed in "
         f"real time over the PCM WebSocket (20 ms messages) with a {BURST_S * 1000:.0f} ms voiced "
         f"burst every {data['period_s']} s; {s['bursts']} bursts measured after "

@@ -31,7 +31,6 @@ import numpy as np
 
 from benchmarks._common import (
     finish_machine_info,
-    machine_markdown,
     markdown_table,
     setup_logging,
     write_results,
@@ -42,10 +41,9 @@ from benchmarks.bench_audio_to_frame import (
     BurstSchedule,
     CpuMeter,
     analyse_bursts,
+    live_header,
     live_machine_info,
-    load_note,
     metric_total,
-    reference_note,
     serve,
     stream_bursts,
     summarize_bursts,
@@ -163,17 +161,10 @@ def _markdown(data: dict[str, Any]) -> str:
             ("audio (samples received)", clocks["audio"]),
         )
     ]
-    note = load_note(data["machine"])
     cpu = data["cpu"]
     return "\n".join(
         [
-            "# A/V drift over a long live session",
-            "",
-            machine_markdown(data["machine"]),
-            "",
-            reference_note(data["machine"]),
-            "",
-            *([note, ""] if note else []),
+            *live_header("# A/V drift over a long live session", data["machine"]),
             f"{data['minutes']} min, one {FPS} fps session, one aiortc viewer in the client "
             "process, silence streamed in real time with a voiced burst every "
             f"{data['period_s']} s "

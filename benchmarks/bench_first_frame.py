@@ -31,16 +31,14 @@ from typing import Any
 
 from benchmarks._common import (
     finish_machine_info,
-    machine_markdown,
     markdown_table,
     run_and_report,
     summarize,
 )
 from benchmarks.bench_audio_to_frame import (
     CpuMeter,
+    live_header,
     live_machine_info,
-    load_note,
-    reference_note,
     serve,
 )
 
@@ -170,17 +168,12 @@ def _markdown(data: dict[str, Any]) -> str:
         )
     ]
     cpu, ucpu = data["session_cpu"], data["upload_cpu"]
-    note = load_note(data["machine"])
     first = summary["first_decoded_ms"].get("p50", float("nan"))
     return "\n".join(
         [
-            "# First frame of a live session, and portrait preparation",
-            "",
-            machine_markdown(data["machine"]),
-            "",
-            reference_note(data["machine"]),
-            "",
-            *([note, ""] if note else []),
+            *live_header(
+                "# First frame of a live session, and portrait preparation", data["machine"]
+            ),
             f"{data['repeats']} repetitions of create -> watch (aiortc peer in the client "
             "process) -> first frame -> delete, with the built-in portrait's avatar cached; "
             "times from the start of POST /api/sessions (ms).",

@@ -40,16 +40,14 @@ from scipy import signal
 from benchmarks._common import (
     RADIO_SPEECH,
     finish_machine_info,
-    machine_markdown,
     markdown_table,
     run_and_report,
 )
 from benchmarks.bench_audio_to_frame import (
     CpuMeter,
+    live_header,
     live_machine_info,
-    load_note,
     metric_total,
-    reference_note,
     serve,
 )
 
@@ -227,17 +225,10 @@ def _markdown(data: dict[str, Any]) -> str:
         for r in data["results"]
     ]
     held_n = data["largest_held"]
-    note = load_note(data["machine"])
     speech = "idle (no speech)" if data["idle"] else "speech streamed to every session in real time"
     return "\n".join(
         [
-            "# Concurrent live sessions held in real time",
-            "",
-            machine_markdown(data["machine"]),
-            "",
-            reference_note(data["machine"]),
-            "",
-            *([note, ""] if note else []),
+            *live_header("# Concurrent live sessions held in real time", data["machine"]),
             f"Device: {data['device']}. {FPS} fps sessions, one aiortc viewer each (all viewers in "
             f"one client process), {speech}; measured for {data['seconds']} s per N after "
             f"{SETTLE_S:g} s of settling. Held = every session receives >= "
