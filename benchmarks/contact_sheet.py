@@ -14,10 +14,9 @@ import cv2
 import numpy as np
 import torch
 
-from engines.audio_features import AudioFeatureConfig, AudioFeatureExtractor
 from engines.audio_io import iter_audio
-from engines.baseline import BaselineConfig, ProceduralMotionSource
 from engines.face_encoder import FaceEncoder
+from engines.motion_source import MOTION_KINDS, MotionConfig, open_motion_source
 from engines.motion_space import index_of
 from engines.renderer import FaceRenderer
 from server.tts import synthesize_speech
@@ -26,13 +25,17 @@ TILE = 256
 COLUMNS = 6
 
 
+def source_motion(audio: Path, fps: int, config: MotionConfig, seed: int = 0) -> np.ndarray:
+    """Motion (T, D) for a whole file from the motion source config names."""
+    source = open_motion_source(config, fps, seed=seed)
+    windows = [source.push(chunk).values for chunk in iter_audio(audio, 16000)]
+    windows.append(source.flush().values)
+    return np.concatenate(windows)
+
+
 def baseline_motion(audio: Path, fps: int, seed: int = 0) -> np.ndarray:
     """Motion (T, D) for a whole file from the procedural baseline."""
-    extractor = AudioFeatureExtractor(AudioFeatureConfig(), fps)
-    source = ProceduralMotionSource(BaselineConfig(), fps, seed=seed)
-    windows = [source.step(extractor.push(chunk)).values for chunk in iter_audio(audio, 16000)]
-    windows.append(source.step(extractor.flush()).values)
-    return np.concatenate(windows)
+    return source_motion(audio, fps, MotionConfig(kind="baseline"), seed)
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
@@ -51,10 +54,13 @@ def _zoom(frame: np.ndarray, centre: np.ndarray, half: int) -> np.ndarray:
     )
 
 
-def contact_sheet(portrait: Path | None, audio: Path, fps: int = 25) -> np.ndarray:
+def contact_sheet(
+    portrait: Path | None, audio: Path, fps: int = 25, motion_kind: str = "learned"
+) -> np.ndarray:
     avatar = FaceEncoder().encode(portrait)
     renderer = FaceRenderer(avatar)
-    motion = baseline_motion(audio, fps)
+    # Offline settings, as `facecast render` uses them.
+    motion = source_motion(audio, fps, MotionConfig(kind=motion_kind, heard_frames=64))
     picks = np.linspace(0, len(motion) - 1, 2 * COLUMNS - 2).astype(int)
     jaw = motion[:, index_of("jawOpen")]
     blink = motion[:, index_of("eyeBlinkLeft")]
@@ -83,6 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--portrait", type=Path)
     parser.add_argument("--audio", type=Path, help="speech file (default: flite speaks a sentence)")
+    parser.add_argument("--motion", choices=MOTION_KINDS, default="learned")
     parser.add_argument(
         "-o", "--output", type=Path, default=Path("benchmarks/results/contact_sheet.png")
     )
@@ -92,7 +99,7 @@ def main() -> None:
             "Hello! I am a portrait that talks. Peter picked a bowl of blue berries.",
             Path(tmp) / "s.wav",
         )
-        sheet = contact_sheet(args.portrait, audio)
+        sheet = contact_sheet(args.portrait, audio, motion_kind=args.motion)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.output), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     print(f"wrote {args.output}")

@@ -24,7 +24,7 @@ from benchmarks._common import RESULTS_DIR, markdown_table, setup_logging
 
 __all__ = ["BENCHMARKS", "main", "write_summary"]
 
-OFFLINE = ("bench_renderer", "bench_prepare", "bench_offline")
+OFFLINE = ("bench_renderer", "bench_prepare", "bench_offline", "bench_motion")
 # The live server end to end: each starts `facecast serve` and watches it over WebRTC.
 LIVE = ("bench_first_frame", "bench_audio_to_frame", "bench_sessions", "bench_av_drift")
 BENCHMARKS = OFFLINE + LIVE
@@ -131,6 +131,31 @@ def _offline_rows(data: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def _motion_rows(data: dict[str, Any]) -> list[list[Any]]:
+    live_name = "learned, 1 frame heard (live default)"
+    live, base = data["sources"][live_name], data["sources"]["baseline"]
+    rows: list[list[Any]] = []
+    for key, label in (
+        ("bilabial_closure_rate", "bilabial closure rate"),
+        ("open_vowel_rate", "open-vowel rate"),
+        ("openness_r_mean", "jawOpen-openness r"),
+    ):
+        a, b = live["lip_sync_held_out"][key], base["lip_sync_held_out"][key]
+        rows.append(
+            [
+                f"motion, held-out speech: {label}, learned / baseline",
+                f"{a:.2f} / {b:.2f}",
+                _check(a > b, "learned higher"),
+                "",
+            ]
+        )
+    verdict = "yes" if data["verdict"]["learned_beats_baseline"] else "no"
+    rows.append(["motion: learned beats baseline on every lip-sync measure", verdict, "", ""])
+    latency = data["latency_floor_ms"][live_name]
+    rows.append(["motion: learned look-ahead (algorithmic floor), ms", f"{latency:.0f}", "", ""])
+    return rows
+
+
 def _quantiles(stats: dict[str, float], digits: int = 0) -> str:
     return _p50_p95(stats, digits) if stats.get("n") else "not measured"
 
@@ -215,6 +240,7 @@ def write_summary(out_dir: Path = RESULTS_DIR, durations: dict[str, float] | Non
         (CONTENDED, _contended_rows),
         ("bench_prepare", _prepare_rows),
         ("bench_offline", _offline_rows),
+        ("bench_motion", _motion_rows),
         ("bench_first_frame", _first_frame_rows),
         ("bench_audio_to_frame", _audio_to_frame_rows),
         ("bench_sessions", _sessions_rows),

@@ -34,7 +34,7 @@ from . import motion_space as ms
 from .audio_features import FEATURE_NAMES
 from .types import AudioFeatures, MotionWindow
 
-__all__ = ["BaselineConfig", "ProceduralMotionSource"]
+__all__ = ["BaselineConfig", "BlinkProcess", "ProceduralMotionSource"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +120,47 @@ def _blink_curve(elapsed: float, close_s: float, hold_s: float, open_s: float) -
     return 0.5 * (1.0 + math.cos(math.pi * u)) if u < 1.0 else 0.0
 
 
+class BlinkProcess:
+    """Seeded blinks: a refractory period, then an exponential wait; closure per frame.
+
+    Draws from a generator the caller owns, so the baseline's one random stream
+    keeps its order. The learned source lays it over its own eyelids: few-step
+    diffusion sampling averages rare, short events like a blink onset away
+    (benchmarks/results/bench_motion.md measures it).
+    """
+
+    def __init__(self, config: BaselineConfig, fps: float, rng: np.random.Generator) -> None:
+        self.config = config
+        self._dt = 1.0 / fps
+        self._rng = rng
+        self._start_s = -math.inf
+        self._shape = (0.05, 0.0, 0.1)  # close, hold, open seconds
+        self._next_s = float(
+            rng.uniform(0.3, 1.0) * config.blink_refractory_s
+            + rng.exponential(config.blink_mean_extra_s)
+        )
+
+    def step(self, now: float, utterance_ended: bool = False) -> float:
+        """Closure 0..1 at time `now` (seconds, non-decreasing between calls)."""
+        c = self.config
+        close_s, hold_s, open_s = self._shape
+        blinking = now - self._start_s < close_s + hold_s + open_s
+        recovered = now - self._start_s > c.blink_refractory_s
+        if utterance_ended and recovered and self._rng.random() < c.blink_at_utterance_end:
+            self._next_s = min(self._next_s, now + self._rng.uniform(0.05, 0.3))
+        if not blinking and now >= self._next_s:
+            duration = self._rng.uniform(*c.blink_duration_s)
+            # Hold closed for a frame so the closed point is never skipped by sampling.
+            self._shape = (
+                c.blink_close_share * duration,
+                1.01 * self._dt,
+                (1.0 - c.blink_close_share) * duration,
+            )
+            self._start_s = now
+            self._next_s = now + c.blink_refractory_s + self._rng.exponential(c.blink_mean_extra_s)
+        return _blink_curve(now - self._start_s, *self._shape)
+
+
 class ProceduralMotionSource:
     """Streaming audio features -> MotionWindow, with idle motion when there is no audio."""
 
@@ -160,12 +201,7 @@ class ProceduralMotionSource:
         self._brow = 0.0
         self._breath_phase = float(self._rng.uniform(0.0, 2.0 * math.pi))
         # Eyes.
-        self._blink_start_s = -math.inf
-        self._blink_shape = (0.05, 0.0, 0.1)  # close, hold, open seconds
-        self._next_blink_s = float(
-            self._rng.uniform(0.3, 1.0) * c.blink_refractory_s
-            + self._rng.exponential(c.blink_mean_extra_s)
-        )
+        self._blinks = BlinkProcess(c, self.fps, self._rng)
         self._gaze = np.zeros(2)
         self._gaze_target = np.zeros(2)
         self._next_saccade_s = float(self._rng.uniform(*c.gaze_fixation_s))
@@ -206,7 +242,7 @@ class ProceduralMotionSource:
         gate, level, utterance_ended = self._update_speech(audio)
         self._write_mouth(audio, gate, level, out)
         self._write_head(audio, level, now, out)
-        blink = self._update_blink(now, utterance_ended)
+        blink = self._blinks.step(now, utterance_ended)
         out[_CHANNELS["eyeBlinkLeft"]] = out[_CHANNELS["eyeBlinkRight"]] = blink
         out[[_CHANNELS["gazeYaw"], _CHANNELS["gazePitch"]]] = self._update_gaze(now)
         self._frame_index += 1
@@ -342,27 +378,6 @@ class ProceduralMotionSource:
         target = c.brow_gain * (float(np.clip(excess_st / 5.0, 0.0, 1.0)) * level + 0.5 * nod)
         self._brow = _smooth(self._brow, target, dt, 0.08 if target > self._brow else 0.3)
         return self._brow
-
-    def _update_blink(self, now: float, utterance_ended: bool) -> float:
-        c = self.config
-        close_s, hold_s, open_s = self._blink_shape
-        blinking = now - self._blink_start_s < close_s + hold_s + open_s
-        recovered = now - self._blink_start_s > c.blink_refractory_s
-        if utterance_ended and recovered and self._rng.random() < c.blink_at_utterance_end:
-            self._next_blink_s = min(self._next_blink_s, now + self._rng.uniform(0.05, 0.3))
-        if not blinking and now >= self._next_blink_s:
-            duration = self._rng.uniform(*c.blink_duration_s)
-            # Hold closed for a frame so the closed point is never skipped by sampling.
-            self._blink_shape = (
-                c.blink_close_share * duration,
-                1.01 * self._dt,
-                (1.0 - c.blink_close_share) * duration,
-            )
-            self._blink_start_s = now
-            self._next_blink_s = (
-                now + c.blink_refractory_s + self._rng.exponential(c.blink_mean_extra_s)
-            )
-        return _blink_curve(now - self._blink_start_s, *self._blink_shape)
 
     def _update_gaze(self, now: float) -> np.ndarray:
         """Gaze (yaw, pitch): hold a fixation, then a fast saccade to a new one."""

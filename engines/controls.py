@@ -20,7 +20,16 @@ import numpy as np
 from . import motion_space as ms
 from .types import MotionWindow
 
-__all__ = ["EMOTIONS", "EMOTION_OFFSETS", "Controls", "ControlMixer"]
+__all__ = [
+    "CONTROL_DIM",
+    "CONTROL_NAMES",
+    "EMOTIONS",
+    "EMOTION_OFFSETS",
+    "Controls",
+    "ControlMixer",
+    "apply_control_state",
+    "control_state",
+]
 
 EMOTIONS: tuple[str, ...] = ("neutral", "happy", "sad", "surprised", "angry")
 
@@ -105,22 +114,80 @@ class Controls:
         return cls(**merged)  # type: ignore[arg-type]
 
 
-def _expression_offset(controls: Controls) -> np.ndarray:
-    """The emotion as an additive offset over the whole motion vector: array of shape (D,)."""
-    offset = np.zeros(ms.MOTION_DIM)
-    for stem, amount in EMOTION_OFFSETS[controls.emotion].items():
-        names = [stem] if stem in ms.MOTION_RANGES else [stem + "Left", stem + "Right"]
-        for name in names:
-            offset[ms.index_of(name)] = amount * controls.emotion_strength
-    return offset
+# The eased control state, one float per name: what ControlMixer springs, what the
+# learned sampler is conditioned on frame by frame, and what training mixes into its
+# targets. Gaze weight 0 = the source's own gaze, 1 = the target; emotion weights are
+# strengths per emotion (neutral has none), so a switch between emotions eases linearly.
+CONTROL_NAMES: tuple[str, ...] = (
+    "gazeWeightYaw",
+    "gazeWeightPitch",
+    "gazeTargetYaw",
+    "gazeTargetPitch",
+    "headDistance",
+    *(f"emotion{name.capitalize()}" for name in EMOTIONS[1:]),
+)
+CONTROL_DIM = len(CONTROL_NAMES)
+_EMOTION_SLICE = slice(5, CONTROL_DIM)
+
+
+def _offset_matrix() -> np.ndarray:
+    """Expression offset per unit of each emotion weight: array of shape (emotions, D)."""
+    matrix = np.zeros((len(EMOTIONS) - 1, ms.MOTION_DIM))
+    for row, emotion in enumerate(EMOTIONS[1:]):
+        for stem, amount in EMOTION_OFFSETS[emotion].items():
+            names = [stem] if stem in ms.MOTION_RANGES else [stem + "Left", stem + "Right"]
+            for name in names:
+                matrix[row, ms.index_of(name)] = amount
+    return matrix
+
+
+_EMOTION_OFFSETS = _offset_matrix()
+
+
+def control_state(controls: Controls) -> np.ndarray:
+    """The state the springs settle at for controls: float64 array of shape (E,)."""
+    state = np.zeros(CONTROL_DIM)
+    for axis, value in enumerate((controls.gaze_yaw, controls.gaze_pitch)):
+        state[axis], state[2 + axis] = (0.0, 0.0) if value is None else (1.0, value)
+    state[4] = controls.head_distance
+    if controls.emotion != "neutral":
+        state[5 + EMOTIONS.index(controls.emotion) - 1] = controls.emotion_strength
+    return state
+
+
+def apply_control_state(values: np.ndarray, states: np.ndarray) -> np.ndarray:
+    """Mix per-frame control states (T, E) into motion (T, D); returns (T, D), clipped.
+
+    The one definition of what a control does to motion: the live mixer, the
+    training targets of the learned sampler and its evaluation all use it.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    states = np.asarray(states, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != ms.MOTION_DIM:
+        raise ValueError(f"values must be (T, {ms.MOTION_DIM}), got {values.shape}")
+    if states.shape != (len(values), CONTROL_DIM):
+        raise ValueError(f"states must be ({len(values)}, {CONTROL_DIM}), got {states.shape}")
+    out = values.copy()  # TxD
+    weight = np.clip(states[:, 0:2], 0.0, 1.0)  # Tx2
+    target = states[:, 2:4]  # Tx2
+    gaze = out[:, [_YAW, _PITCH]]
+    out[:, [_YAW, _PITCH]] = gaze + weight * (target + _GAZE_KEEP * gaze - gaze)
+    steer = weight * target  # the controlled part of (yaw, pitch), Tx2
+    out[:, [_HEAD_YAW, _HEAD_PITCH]] += _HEAD_FOLLOW * steer
+    out[:, _WIDE] += _LID_RAISE * np.maximum(steer[:, 1:2], 0.0)
+    out[:, _BLINK] += _LID_LOWER * np.maximum(-steer[:, 1:2], 0.0)
+    out[:, _SCALE] *= states[:, 4]
+    out += states[:, _EMOTION_SLICE] @ _EMOTION_OFFSETS  # zero outside the expression channels
+    return ms.clip_motion(out.astype(np.float32))
 
 
 class ControlMixer:
-    """Applies Controls to motion frames, easing so a slider never makes the face jump.
+    """Eases Controls frame by frame, so a slider never makes the face jump.
 
-    Eased state, one spring per entry (array of shape (5 + D,)): gaze weight for yaw
-    and pitch (0 = source's gaze, 1 = target), gaze target yaw and pitch, head
-    distance, then the emotion offset over the motion vector.
+    One critically damped spring per entry of the control state (CONTROL_NAMES).
+    `advance(n)` gives the eased states of the next n frames (what the learned
+    sampler is conditioned on); `apply(window)` advances and mixes them into a
+    window of source motion (what a source without control inputs gets).
     """
 
     def __init__(self, fps: float, ease_s: float = 0.3) -> None:
@@ -139,7 +206,7 @@ class ControlMixer:
 
     def set(self, controls: Controls) -> None:
         """New target; takes effect from the next frame, eased over about ease_s."""
-        target = self._target_of(controls)
+        target = control_state(controls)
         for axis, name in enumerate(("gaze_yaw", "gaze_pitch")):
             if getattr(controls, name) is None:
                 # Cleared: keep the last target and fade only the weight, so the eyes go
@@ -152,28 +219,24 @@ class ControlMixer:
 
     def reset(self) -> None:
         """Snap to the current controls without easing, e.g. at session start."""
-        self._target = self._target_of(self._controls)
+        self._target = control_state(self._controls)
         self._x = self._target.copy()
         self._v = np.zeros_like(self._x)
+
+    def advance(self, num_frames: int) -> np.ndarray:
+        """The eased states of the next num_frames frames: float32 array of shape (T, E)."""
+        states = np.empty((num_frames, CONTROL_DIM))
+        for row in states:
+            self._step()
+            row[:] = self._x
+        return states.astype(np.float32)
 
     def apply(self, window: MotionWindow) -> MotionWindow:
         """Controls over window.values (array of shape (T, D)); same T, pts and fps, clipped."""
         if not math.isclose(window.fps, self.fps):
             raise ValueError(f"window is at {window.fps} fps, this mixer at {self.fps} fps")
-        out = window.values.astype(np.float64)  # T x D
-        for row in out:
-            self._step()
-            self._mix(row)
-        return MotionWindow(ms.clip_motion(out.astype(np.float32)), window.fps, window.pts)
-
-    @staticmethod
-    def _target_of(controls: Controls) -> np.ndarray:
-        """Spring targets for controls: array of shape (5 + D,)."""
-        head = np.zeros(5)
-        for axis, value in enumerate((controls.gaze_yaw, controls.gaze_pitch)):
-            head[axis], head[2 + axis] = (0.0, 0.0) if value is None else (1.0, value)
-        head[4] = controls.head_distance
-        return np.concatenate([head, _expression_offset(controls)])
+        mixed = apply_control_state(window.values, self.advance(len(window)))
+        return MotionWindow(mixed, window.fps, window.pts)
 
     def _step(self) -> None:
         """Advance every spring by one frame (exact critically damped solution)."""
@@ -188,16 +251,3 @@ class ControlMixer:
         self._v = (self._v - w * drive * dt) * decay
         settled = (np.abs(self._x - self._target) < _SNAP) & (np.abs(self._v) < _SNAP)
         self._x[settled], self._v[settled] = self._target[settled], 0.0
-
-    def _mix(self, row: np.ndarray) -> None:
-        """Blend the eased controls into one frame (array of shape (D,)) in place."""
-        weight = np.clip(self._x[0:2], 0.0, 1.0)
-        target = self._x[2:4]
-        gaze = row[[_YAW, _PITCH]]
-        row[[_YAW, _PITCH]] = gaze + weight * (target + _GAZE_KEEP * gaze - gaze)
-        steer = weight * target  # the controlled part of (yaw, pitch)
-        row[[_HEAD_YAW, _HEAD_PITCH]] += _HEAD_FOLLOW * steer
-        row[_WIDE] += _LID_RAISE * max(steer[1], 0.0)
-        row[_BLINK] += _LID_LOWER * max(-steer[1], 0.0)
-        row[_SCALE] *= self._x[4]
-        row += self._x[5:]  # zero outside the expression channels

@@ -30,8 +30,14 @@ last pause can end after the audio (kal by ~0.1 s) or a few ms past it (slt,
 awb), so ends are clamped to the audio length. Phone symbols are
 engines.visemes symbols (pau -> SIL, ax -> AH).
 
-Not yet: real recordings (a folder of wav + text, aligned with pocketsphinx)
-and espeak-ng voices.
+espeak-ng voices and a folder of real recordings (audio + same-stem .txt) join
+the corpus through engines.aligned_speech, whose phones come from pocketsphinx
+forced alignment (espeak-ng does not report its segment times on the command
+line). A share of utterances (CorpusConfig.espeak_share) uses them.
+
+Held out of training by default, for evaluation on voices the model never
+heard: flite's slt (the only female flite voice) and
+aligned_speech.ESPEAK_HELD_OUT_VOICES.
 """
 
 from __future__ import annotations
@@ -49,17 +55,21 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import fftconvolve, resample_poly
 
+from .aligned_speech import ESPEAK_TRAIN_VOICES, AlignedSpeech, iter_recordings, synthesize_espeak
 from .errors import SynthesisError
+from .phone_align import PhoneAligner
 from .visemes import Phone, parse_arpabet
 
 # fmt: off
 __all__ = [
     "SynthesisError", "CorpusConfig", "SynthUtterance", "Augmented", "CorpusItem", "VOICES",
-    "flite_voices", "make_sentences", "synthesize", "augment", "build_corpus", "load_corpus",
+    "TRAIN_VOICES", "flite_voices", "make_sentences", "synthesize", "augment", "build_corpus",
+    "load_corpus",
 ]
 # fmt: on
 
 VOICES: tuple[str, ...] = ("kal", "kal16", "awb", "rms", "slt")
+TRAIN_VOICES: tuple[str, ...] = ("kal", "kal16", "awb", "rms")  # slt is held out
 # Mean f0 of each voice as flite speaks it (measured); None: flite ignores the pitch target.
 _VOICE_F0_HZ: dict[str, float | None] = {
     "kal": 95.0,
@@ -75,7 +85,11 @@ _PEAK = 0.9
 class CorpusConfig:
     """What build_corpus draws per utterance; every range is (low, high), drawn uniformly."""
 
-    voices: tuple[str, ...] = VOICES
+    voices: tuple[str, ...] = TRAIN_VOICES  # flite voices
+    espeak_voices: tuple[str, ...] = ESPEAK_TRAIN_VOICES
+    espeak_share: float = 0.35  # of utterances spoken by espeak-ng instead of flite
+    espeak_wpm_range: tuple[float, float] = (140.0, 210.0)
+    espeak_pitch_range: tuple[float, float] = (35.0, 65.0)
     stretch_range: tuple[float, float] = (0.8, 1.25)  # flite duration_stretch; > 1 is slower
     pitch_ratio_range: tuple[float, float] = (0.85, 1.2)  # times the voice's own mean f0
     snr_db_range: tuple[float, float] = (15.0, 40.0)
@@ -337,10 +351,18 @@ def _pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.fft.irfft(spectrum, n)
 
 
-def build_corpus(out_dir: Path, count: int, seed: int, config: CorpusConfig | None = None) -> Path:
+def build_corpus(
+    out_dir: Path,
+    count: int,
+    seed: int,
+    config: CorpusConfig | None = None,
+    recordings: Path | None = None,
+) -> Path:
     """Write utt_00001.wav ... (16-bit mono) and manifest.jsonl into out_dir; returns its path.
 
-    The same seed, config and flite give byte-identical files.
+    count synthesized utterances, then every aligned file of the recordings
+    folder (as they are: no augmentation). The same seed, config and
+    synthesizers give byte-identical files.
     """
     c = config or CorpusConfig()
     voices = [v for v in c.voices if v in flite_voices()]
@@ -349,39 +371,73 @@ def build_corpus(out_dir: Path, count: int, seed: int, config: CorpusConfig | No
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "manifest.jsonl"
+    aligner = PhoneAligner(c.sample_rate) if (c.espeak_share > 0 or recordings) else None
     with manifest.open("w", encoding="utf-8") as out:
         for i, text in enumerate(make_sentences(count, seed), start=1):
             rng = np.random.default_rng([seed, i])  # per utterance: a prefix of the corpus
-            record = _make_utterance(out_dir / f"utt_{i:05d}.wav", text, voices, rng, c)
+            path = out_dir / f"utt_{i:05d}.wav"
+            record = _make_utterance(path, text, voices, rng, c, aligner)
             out.write(json.dumps(record, sort_keys=True) + "\n")
+        if recordings is not None and aligner is not None:
+            for j, speech in enumerate(iter_recordings(recordings, aligner, c.sample_rate)):
+                path = out_dir / f"rec_{j + 1:05d}.wav"
+                record = _write(path, speech.samples, c.sample_rate, speech.phones)
+                record = {**record, "text": speech.text, "voice": speech.source}
+                out.write(json.dumps(record, sort_keys=True) + "\n")
     return manifest
 
 
 def _make_utterance(
-    path: Path, text: str, voices: list[str], rng: np.random.Generator, c: CorpusConfig
+    path: Path,
+    text: str,
+    voices: list[str],
+    rng: np.random.Generator,
+    c: CorpusConfig,
+    aligner: PhoneAligner | None,
 ) -> dict[str, object]:
     voice = voices[int(rng.integers(len(voices)))]
     stretch = round(float(rng.uniform(*c.stretch_range)), 3)
     base_f0 = _VOICE_F0_HZ.get(voice)
     ratio = float(rng.uniform(*c.pitch_ratio_range))
     pitch = round(base_f0 * ratio, 1) if base_f0 is not None else None
-    utterance = synthesize(text, voice, stretch, pitch, c.sample_rate)
-    aug = augment(utterance.samples, rng, c)
-    pcm = np.clip(np.round(aug.samples * 32767.0), -32768, 32767).astype(np.int16)
-    wavfile.write(str(path), c.sample_rate, pcm)
+    spoken: SynthUtterance | AlignedSpeech | None = None
+    extra: dict[str, object] = {"stretch": stretch, "pitch_hz": pitch}
+    if aligner is not None and c.espeak_voices and rng.random() < c.espeak_share:
+        espeak_voice = c.espeak_voices[int(rng.integers(len(c.espeak_voices)))]
+        wpm, epitch = int(rng.uniform(*c.espeak_wpm_range)), int(rng.uniform(*c.espeak_pitch_range))
+        try:
+            spoken = synthesize_espeak(text, espeak_voice, aligner, wpm, epitch, c.sample_rate)
+            voice, extra = espeak_voice, {"words_per_minute": wpm, "espeak_pitch": epitch}
+        except SynthesisError as exc:  # an alignment failed: flite says it instead
+            extra["espeak_failed"] = str(exc)
+    if spoken is None:
+        spoken = synthesize(text, voice, stretch, pitch, c.sample_rate)
+        extra["pitch_hz"] = spoken.pitch_hz
+    aug = augment(spoken.samples, rng, c)
+    record = _write(path, aug.samples, c.sample_rate, spoken.phones)
     return {
-        "audio": path.name,
+        **record,
+        **extra,
         "text": text,
         "voice": voice,
-        "stretch": stretch,
-        "pitch_hz": utterance.pitch_hz,
         "snr_db": round(aug.snr_db, 3),
         "noise": aug.noise,
         "rt60_s": None if aug.rt60_s is None else round(aug.rt60_s, 4),
         "drr_db": None if aug.drr_db is None else round(aug.drr_db, 3),
-        "sample_rate": c.sample_rate,
+    }
+
+
+def _write(
+    path: Path, samples: np.ndarray, sample_rate: int, phones: tuple[Phone, ...]
+) -> dict[str, object]:
+    """Write 16-bit mono wav; the manifest fields every record shares."""
+    pcm = np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16)
+    wavfile.write(str(path), sample_rate, pcm)
+    return {
+        "audio": path.name,
+        "sample_rate": sample_rate,
         "num_samples": len(pcm),
-        "phones": [[p.symbol, round(p.start_s, 4), round(p.end_s, 4)] for p in utterance.phones],
+        "phones": [[p.symbol, round(p.start_s, 4), round(p.end_s, 4)] for p in phones],
     }
 
 

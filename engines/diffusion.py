@@ -39,13 +39,21 @@ def _cosine_alphas_cumprod(num_train_timesteps: int) -> torch.Tensor:
 
 
 class DDIMScheduler:
-    """Deterministic DDIM (eta = 0) over a cosine schedule, v-prediction, <= 10 steps."""
+    """DDIM over a cosine schedule, v-prediction, <= 10 steps.
+
+    eta = 0 is deterministic DDIM; eta = 1 adds fresh noise at every step as
+    ancestral (DDPM-like) sampling does, which keeps rare modes (a blink
+    starting) that deterministic few-step sampling averages away.
+    """
 
     prediction_type = "v_prediction"
 
-    def __init__(self, num_train_timesteps: int = 1000) -> None:
+    def __init__(self, num_train_timesteps: int = 1000, eta: float = 0.0) -> None:
         if num_train_timesteps < MAX_INFERENCE_STEPS:
             raise ValueError(f"num_train_timesteps must be >= {MAX_INFERENCE_STEPS}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        self.eta = eta
         self.num_train_timesteps = num_train_timesteps
         # float64: at the noisy end sqrt(1 - a) and sqrt(a) differ by orders of magnitude.
         self.alphas_cumprod = _cosine_alphas_cumprod(num_train_timesteps)
@@ -118,14 +126,13 @@ class DDIMScheduler:
         sample: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """One deterministic DDIM step x_t -> x_prev.
+        """One DDIM step x_t -> x_prev.
 
         model_output: v prediction, Tensor of shape (B, W, D); t: a timestep from
-        `timesteps`; sample: x_t, Tensor of shape (B, W, D). generator is accepted
-        for interface parity with stochastic schedulers and unused (eta = 0).
+        `timesteps`; sample: x_t, Tensor of shape (B, W, D). generator draws the
+        step's fresh noise when eta > 0 (unused at eta = 0).
         Returns x_prev, Tensor of shape (B, W, D); after the last step it is x0.
         """
-        del generator
         t_int = int(t)
         a = self._alpha(t_int, sample)
         x0 = a.sqrt() * sample - (1 - a).sqrt() * model_output
@@ -134,4 +141,10 @@ class DDIMScheduler:
         if prev < 0:
             return x0
         a_prev = self._alpha(prev, sample)
-        return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+        # DDIM's sigma: eta = 1 is the ancestral step's posterior std.
+        sigma = self.eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
+        out = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
+        if self.eta > 0:
+            noise = torch.randn(sample.shape, generator=generator, dtype=sample.dtype)
+            out = out + sigma * noise.to(sample.device)
+        return out

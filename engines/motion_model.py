@@ -2,11 +2,18 @@
 
 Dimension names: B batch, T feature frames, F audio features (87), C audio
 embedding channels, W window frames, K previous-window frames, D motion channels
-(MOTION_DIM = 39), E controls channels (CONTROL_DIM = 5).
+(MOTION_DIM = 39), E control-state channels (controls.CONTROL_DIM = 9), N frames
+heard so far in a window (1 <= N <= W).
 
-Algorithmic latency: the feature extractor's 40 ms look-ahead, plus the encoder's
-one frame (40 ms at 25 fps), plus W - 1 frames of window that must be heard
-before a window is sampled.
+Streaming: a window of W frames starts at the first frame not yet emitted. Only
+N frames have been heard; training masks a random tail of the window's audio
+(null audio) so the model learns windows it has only partly heard, and at run
+time the unheard tail repeats the last heard frame's audio (see
+MotionSampler.sample_window). The sampler emits exactly the N heard frames, so
+N sets the latency: the algorithmic floor is the feature extractor's 40 ms
+look-ahead + the encoder's one frame + (N - 1) frames.
+With N = 1 at 25 fps that is 80 ms; offline rendering uses N = W (the model
+sees the whole window's audio, which helps anticipatory coarticulation).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from torch import nn
 
 from . import motion_space as ms
 from .audio_features import FEATURE_NAMES
-from .controls import EMOTIONS, Controls
+from .controls import CONTROL_DIM, Controls, control_state
 from .diffusion import DDIMScheduler
 
 __all__ = [
@@ -31,11 +38,7 @@ __all__ = [
     "MotionNormalizer",
     "MotionSampler",
     "diffusion_loss",
-    "encode_controls",
 ]
-
-# gaze_yaw, gaze_pitch, gaze_set (0 = the model decides), head_distance - 1, emotion_strength
-CONTROL_DIM = 5
 
 
 @dataclass(frozen=True)
@@ -51,20 +54,6 @@ class MotionModelConfig:
     num_layers: int = 4
     num_heads: int = 4
     ff_mult: int = 4
-
-
-def encode_controls(controls: Controls | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Controls as (vector Tensor of shape (1, E), emotion id Tensor of shape (1,) long)."""
-    c = controls or Controls()
-    gaze_set = c.gaze_yaw is not None or c.gaze_pitch is not None
-    vector = [
-        c.gaze_yaw or 0.0,
-        c.gaze_pitch or 0.0,
-        float(gaze_set),
-        c.head_distance - 1.0,
-        c.emotion_strength,
-    ]
-    return torch.tensor([vector], dtype=torch.float32), torch.tensor([EMOTIONS.index(c.emotion)])
 
 
 class AudioEncoder(nn.Module):
@@ -109,20 +98,26 @@ def _timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def _choose(mask: torch.Tensor | None, null: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """value where mask (B,) is False, the learned null where True; value (B, ...)."""
+    """value where mask is False, the learned null where True.
+
+    value: Tensor of shape (B, ...); mask: None, (B,) per row, or (B, W) per frame
+    of a value shaped (B, W, ...).
+    """
     if mask is None:
         return value
-    mask = mask.to(device=value.device, dtype=torch.bool).reshape(-1, *([1] * (value.dim() - 1)))
+    mask = mask.to(device=value.device, dtype=torch.bool)
+    mask = mask.reshape(*mask.shape, *([1] * (value.dim() - mask.dim())))
     return torch.where(mask, null.to(value.dtype).expand_as(value), value)
 
 
 class MotionDenoiser(nn.Module):
     """Transformer over [K prefix tokens | W noisy motion tokens]; predicts v (B, W, D).
 
-    Conditions: audio embedding per window frame (added to its token), the
-    previous window's last K frames (prefix tokens, for continuity), timestep and
-    controls (added to every token). Each condition has a learned null chosen
-    per batch row by a boolean mask, for condition dropout and guidance.
+    Conditions: audio embedding and control state per window frame (added to
+    its token), the previous window's last K frames (prefix tokens, for
+    continuity) and the timestep (added to every token). Each condition has a
+    learned null chosen by a boolean mask, for condition dropout and guidance;
+    audio can be masked per frame (frames not heard yet).
     """
 
     def __init__(self, config: MotionModelConfig | None = None) -> None:
@@ -136,7 +131,6 @@ class MotionDenoiser(nn.Module):
         self.position = nn.Parameter(torch.randn(cfg.max_prefix + cfg.max_window, d) * 0.02)
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.controls_mlp = nn.Sequential(nn.Linear(CONTROL_DIM, d), nn.SiLU(), nn.Linear(d, d))
-        self.emotion = nn.Embedding(len(EMOTIONS), d)
         self.null_audio = nn.Parameter(torch.randn(cfg.audio_channels) * 0.02)
         self.null_prefix = nn.Parameter(torch.randn(d) * 0.02)
         self.null_controls = nn.Parameter(torch.randn(d) * 0.02)
@@ -147,7 +141,9 @@ class MotionDenoiser(nn.Module):
         self.out_norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, cfg.motion_dim)
 
-    def _check(self, sample: torch.Tensor, audio: torch.Tensor, prev: torch.Tensor) -> None:
+    def _check(
+        self, sample: torch.Tensor, audio: torch.Tensor, prev: torch.Tensor, controls: torch.Tensor
+    ) -> None:
         b, w, dim = sample.shape
         cfg = self.config
         if dim != cfg.motion_dim or not 1 <= w <= cfg.max_window:
@@ -160,6 +156,8 @@ class MotionDenoiser(nn.Module):
             raise ValueError(f"prev must be (B, K, {dim}), got {tuple(prev.shape)}")
         if prev.shape[1] > cfg.max_prefix:
             raise ValueError(f"prev has K={prev.shape[1]} frames, at most {cfg.max_prefix}")
+        if controls.shape != (b, w, CONTROL_DIM):
+            raise ValueError(f"controls must be {(b, w, CONTROL_DIM)}, got {tuple(controls.shape)}")
 
     def forward(
         self,
@@ -168,7 +166,6 @@ class MotionDenoiser(nn.Module):
         audio: torch.Tensor,
         prev: torch.Tensor,
         controls: torch.Tensor,
-        emotion: torch.Tensor,
         drop_audio: torch.Tensor | None = None,
         drop_prev: torch.Tensor | None = None,
         drop_controls: torch.Tensor | None = None,
@@ -177,19 +174,20 @@ class MotionDenoiser(nn.Module):
 
         sample: Tensor of shape (B, W, D), noisy motion in normalised units.
         t: Tensor of shape (B,) long. audio: Tensor of shape (B, W, C).
-        prev: Tensor of shape (B, K, D), normalised. controls: Tensor of shape (B, E).
-        emotion: Tensor of shape (B,) long. drop_*: Tensor of shape (B,) bool or None.
+        prev: Tensor of shape (B, K, D), normalised. controls: Tensor of shape
+        (B, W, E), the control state per frame (controls.CONTROL_NAMES).
+        drop_audio: None, Tensor of shape (B,) or (B, W) bool (per frame: not heard).
+        drop_prev, drop_controls: None or Tensor of shape (B,) bool.
         Returns Tensor of shape (B, W, D).
         """
-        self._check(sample, audio, prev)
+        self._check(sample, audio, prev, controls)
         k, w = prev.shape[1], sample.shape[1]
         audio = _choose(drop_audio, self.null_audio, audio)
-        global_ = self.time_mlp(_timestep_embedding(t, self.config.d_model))  # BxDm
-        ctrl = self.controls_mlp(controls) + self.emotion(emotion)  # BxDm
-        global_ = global_ + _choose(drop_controls, self.null_controls, ctrl)
+        time = self.time_mlp(_timestep_embedding(t, self.config.d_model))  # BxDm
+        ctrl = _choose(drop_controls, self.null_controls, self.controls_mlp(controls))  # BxWxDm
         prefix = _choose(drop_prev, self.null_prefix, self.prefix_in(prev))  # BxKxDm
-        window = self.motion_in(sample) + self.audio_in(audio)  # BxWxDm
-        tokens = torch.cat([prefix, window], dim=1) + global_[:, None]  # Bx(K+W)xDm
+        window = self.motion_in(sample) + self.audio_in(audio) + ctrl  # BxWxDm
+        tokens = torch.cat([prefix, window], dim=1) + time[:, None]  # Bx(K+W)xDm
         start = self.config.max_prefix - k  # the prefix always ends just before the window
         tokens = tokens + self.position[start : start + k + w]
         hidden = self.transformer(tokens)[:, k:]  # BxWxDm
@@ -230,31 +228,47 @@ def diffusion_loss(
     audio: torch.Tensor,
     prev: torch.Tensor,
     controls: torch.Tensor,
-    emotion: torch.Tensor,
     generator: torch.Generator | None = None,
     p_drop: float = 0.1,
+    p_stream: float = 0.0,
 ) -> torch.Tensor:
     """MSE between predicted and true v at a random timestep per row; a scalar Tensor.
 
     x0: Tensor of shape (B, W, D), normalised. audio (B, W, C), prev (B, K, D),
-    controls (B, E), emotion (B,). Each condition is dropped with probability
-    p_drop per row, independently, so the nulls learn to serve guidance.
+    controls (B, W, E). Each condition is dropped with probability p_drop per
+    row, independently, so the nulls learn to serve guidance. With probability
+    p_stream a row hears only its first N frames (N uniform in 1..W): the rest
+    get null audio, as when the sampler streams.
     """
-    b = x0.shape[0]
+    b, w = x0.shape[:2]
     t = torch.randint(0, scheduler.num_train_timesteps, (b,), generator=generator)
     noise = torch.randn(x0.shape, generator=generator).to(x0)
     drops = [torch.rand(b, generator=generator) < p_drop for _ in range(3)]
-    out = denoiser(scheduler.add_noise(x0, noise, t), t, audio, prev, controls, emotion, *drops)
-    return nn.functional.mse_loss(out, scheduler.training_target(x0, noise, t))
+    heard = torch.randint(1, w + 1, (b,), generator=generator)
+    heard[torch.rand(b, generator=generator) >= p_stream] = w
+    unheard = torch.arange(w)[None] >= heard[:, None]  # BxW
+    drop_audio = (unheard | drops[0][:, None]).to(x0.device)
+    drop_rest = [d.to(x0.device) for d in drops[1:]]
+    out = denoiser(
+        scheduler.add_noise(x0, noise, t.to(x0.device)),
+        t.to(x0.device),
+        audio,
+        prev,
+        controls,
+        drop_audio,
+        *drop_rest,
+    )
+    return nn.functional.mse_loss(out, scheduler.training_target(x0, noise, t.to(x0.device)))
 
 
 class MotionSampler:
-    """Streaming sampler: one call per window of W frames, continuity from the last K.
+    """Streaming sampler: one call per window, emitting the frames heard so far.
 
     Holds the scheduler, the denoiser (any callable with MotionDenoiser's forward
-    signature, so its backend can be swapped), guidance scales and a seeded
-    generator. Guidance batches three rows in one forward: full condition, audio
-    only (controls null) and unconditional (audio and controls null):
+    signature, so its backend can be swapped), guidance scales, a seeded
+    generator and the last K emitted frames (continuity). Guidance batches three
+    rows in one forward: full condition, audio only (controls null) and
+    unconditional (audio and controls null):
     out = uncond + s_audio * (audio_only - uncond) + s_controls * (full - audio_only).
     With s_audio == s_controls == s this is uncond + s * (full - uncond).
     """
@@ -265,9 +279,9 @@ class MotionSampler:
         scheduler: DDIMScheduler | None = None,
         normalizer: MotionNormalizer | None = None,
         window: int = 8,
-        prefix: int = 4,
+        prefix: int = 8,
         num_steps: int = 4,
-        audio_scale: float = 2.0,
+        audio_scale: float | np.ndarray = 2.0,
         controls_scale: float = 1.0,
         seed: int = 0,
     ) -> None:
@@ -278,7 +292,10 @@ class MotionSampler:
         self.scheduler.set_timesteps(num_steps)
         self.normalizer = normalizer or MotionNormalizer()
         self.window, self.prefix = window, prefix
-        self.audio_scale, self.controls_scale = audio_scale, controls_scale
+        # A scalar, or one scale per motion channel (D,): guidance can sharpen the
+        # lips, which audio fixes, without amplifying head motion, which it only suggests.
+        self.audio_scale = torch.as_tensor(np.asarray(audio_scale, np.float32))
+        self.controls_scale = controls_scale
         self.generator = torch.Generator()
         self.reset(seed)
 
@@ -289,42 +306,67 @@ class MotionSampler:
 
     def _guided(self, x: torch.Tensor, t: int, cond: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """One guided v prediction for x (1, W, D)."""
-        audio, prev, vector, emotion = cond
+        audio, prev, controls = cond
         out = self.denoiser(
             x.expand(3, -1, -1),
             torch.full((3,), t, dtype=torch.long),
             audio.expand(3, -1, -1),
             prev.expand(3, -1, -1),
-            vector.expand(3, -1),
-            emotion.expand(3),
+            controls.expand(3, -1, -1),
             torch.tensor([False, False, True]),  # drop_audio
             torch.tensor([self._history is None] * 3),  # drop_prev
             torch.tensor([False, True, True]),  # drop_controls
         )
-        full, audio_only, uncond = out[0:1], out[1:2], out[2:3]
+        full_out, audio_only, uncond = out[0:1], out[1:2], out[2:3]
         guided = uncond + self.audio_scale * (audio_only - uncond)
-        return guided + self.controls_scale * (full - audio_only)
+        return guided + self.controls_scale * (full_out - audio_only)
 
     @torch.no_grad()
     def sample_window(
-        self, audio_embedding: torch.Tensor, controls: Controls | None = None
+        self, audio_embedding: torch.Tensor, controls: np.ndarray | None = None
     ) -> np.ndarray:
-        """audio_embedding: Tensor of shape (1, W, C) -> motion array of shape (W, D).
+        """Motion for the N frames heard: array of shape (N, D), clipped to motion ranges.
 
-        The result is clipped to motion_space ranges; its last K frames condition
-        the next call.
+        audio_embedding: Tensor of shape (1, N, C), 1 <= N <= W, the encoder's rows
+        for the next N frames. controls: control states of shape (N, E) (None:
+        neutral controls). The window is padded to W with unheard frames whose
+        audio and controls hold the last heard frame's; the N emitted frames
+        condition the next call.
         """
-        if audio_embedding.dim() != 3 or audio_embedding.shape[:2] != (1, self.window):
-            raise ValueError(f"audio_embedding must be (1, {self.window}, C)")
-        vector, emotion = encode_controls(controls)
+        if audio_embedding.dim() != 3 or audio_embedding.shape[0] != 1:
+            raise ValueError("audio_embedding must be (1, N, C)")
+        n, w = audio_embedding.shape[1], self.window
+        if not 1 <= n <= w:
+            raise ValueError(f"audio_embedding holds {n} frames; give 1 to {w} (the window)")
+        states = _control_states(controls, n)  # NxE
+        audio = torch.zeros(1, w, audio_embedding.shape[2])
+        audio[:, :n] = audio_embedding.float()
+        # Frames not heard yet get the last heard frame's audio: "the sound goes on".
+        # Null audio there (as training masks it) works too, but then the sampler
+        # plans for speech that may or may not come, and a face streamed one frame
+        # at a time in silence sways about twice as fast (bench_motion measures it).
+        audio[:, n:] = audio_embedding[:, -1:].float()
+        states = torch.cat([states, states[-1:].expand(w - n, -1)])[None]  # 1xWxE
         prev = self._history
         if prev is None:  # first window: the prefix is masked to null, its values unused
             prev = torch.zeros(1, self.prefix, ms.MOTION_DIM)
-        cond = (audio_embedding.float(), prev, vector, emotion)
-        x = torch.randn((1, self.window, ms.MOTION_DIM), generator=self.generator)
+        cond = (audio, prev, states)
+        x = torch.randn((1, w, ms.MOTION_DIM), generator=self.generator)
         for t in self.scheduler.timesteps.tolist():
-            x = self.scheduler.step(self._guided(x, t, cond), t, x)
-        motion = ms.clip_motion(self.normalizer.denormalize(x[0].numpy()))  # WxD
-        unit = self.normalizer.normalize(motion[-self.prefix :])  # KxD
-        self._history = torch.from_numpy(unit)[None]
+            x = self.scheduler.step(self._guided(x, t, cond), t, x, self.generator)
+        motion = ms.clip_motion(self.normalizer.denormalize(x[0, :n].numpy()))  # NxD
+        unit = torch.from_numpy(self.normalizer.normalize(motion))[None]  # 1xNxD
+        if self._history is None:  # as in training: the stream starts edge-padded
+            self._history = unit[:, :1].expand(-1, self.prefix, -1)
+        self._history = torch.cat([self._history, unit], dim=1)[:, -self.prefix :]
         return motion
+
+
+def _control_states(controls: np.ndarray | None, n: int) -> torch.Tensor:
+    """Control states (N, E) as a float32 Tensor; None means neutral controls."""
+    if controls is None:
+        return torch.from_numpy(control_state(Controls()).astype(np.float32)).expand(n, -1)
+    states = torch.as_tensor(np.asarray(controls, np.float32))
+    if states.shape != (n, CONTROL_DIM):
+        raise ValueError(f"controls must be ({n}, {CONTROL_DIM}), got {tuple(states.shape)}")
+    return states

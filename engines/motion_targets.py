@@ -27,7 +27,7 @@ from .baseline import BaselineConfig, ProceduralMotionSource
 from .types import AudioChunk
 from .visemes import MOUTH_CHANNELS, Phone, VisemeConfig, phone_targets
 
-__all__ = ["TrainingExample", "utterance_targets"]
+__all__ = ["TrainingExample", "pad_with_silence", "utterance_targets"]
 
 _MOUTH_INDEX = np.array([ms.index_of(name) for name in MOUTH_CHANNELS])
 
@@ -39,6 +39,38 @@ class TrainingExample:
     features: np.ndarray
     motion: np.ndarray
     fps: float
+
+
+def pad_with_silence(
+    samples: np.ndarray,
+    sample_rate: int,
+    phones: Sequence[Phone],
+    rng: np.random.Generator,
+    pad_range_s: tuple[float, float] = (0.2, 2.5),
+) -> tuple[np.ndarray, tuple[Phone, ...]]:
+    """Random stretches of background noise before and after an utterance; phones shifted.
+
+    Synthesized utterances carry only ~0.2 s of pause at either end, but a live
+    face spends most of its time listening: without long pauses in training the
+    sampler has never seen idle motion (lips at rest, blinks, slow sway). The
+    padding continues the clip's own noise floor (the RMS of its quietest 50 ms).
+    samples: float32 (S,); returns float32 (S + lead + tail,) and phones tiling it.
+    """
+    block = max(int(0.05 * sample_rate), 1)
+    usable = len(samples) // block * block
+    if usable:
+        rms = np.sqrt((samples[:usable].reshape(-1, block).astype(np.float64) ** 2).mean(axis=1))
+        floor = max(float(rms.min()), 1e-4)
+    else:
+        floor = 1e-4
+    lead_s, tail_s = (float(rng.uniform(*pad_range_s)) for _ in range(2))
+    lead = (rng.standard_normal(int(lead_s * sample_rate)) * floor).astype(np.float32)
+    tail = (rng.standard_normal(int(tail_s * sample_rate)) * floor).astype(np.float32)
+    shift = len(lead) / sample_rate
+    end = (len(lead) + len(samples) + len(tail)) / sample_rate
+    moved = [Phone(p.symbol, p.start_s + shift, p.end_s + shift) for p in phones]
+    padded = [Phone("SIL", 0.0, shift), *moved, Phone("SIL", moved[-1].end_s, end)]
+    return np.concatenate([lead, samples.astype(np.float32), tail]), tuple(padded)
 
 
 def utterance_targets(

@@ -1,41 +1,49 @@
 """Train the learned motion model from scratch on the synthesized corpus; checkpoint I/O.
 
-Data: engines.corpus utterances (flite speech with its own phone timings) become
-TrainingExamples (engines.motion_targets), cached in memory. A MotionNormalizer is
-fitted on all target motion. Each step draws B random windows: an utterance, a
-start frame s, the W target frames [s, s + W) and the K frames before them as the
+Data: engines.corpus utterances (flite and espeak-ng speech, optionally real
+recordings, with phone timings) become TrainingExamples (engines.motion_targets),
+cached in memory; a few (TrainConfig.validation_share) are held out to report a
+validation loss. Each step draws B random windows: an utterance, a start frame
+s, the W target frames [s, s + W) and the K frames before them as the
 continuity prefix. Motion is edge-padded with K copies of the first frame, so
 windows at the very start of an utterance see a resting prefix. The AudioEncoder
 runs over each drawn utterance's whole feature sequence (exactly what streaming
-gives for frames <= k) and is trained jointly with the MotionDenoiser.
+gives for frames <= k) and is trained jointly with the MotionDenoiser. A share
+of rows (p_stream) hears only the first N frames of its window, as the live
+sampler does.
 
-Controls: the corpus carries no control labels (gaze, head distance, emotion), so
-the targets never depend on them. Most rows get neutral controls; a share
-(TrainConfig.random_controls) gets random ones, so the network sees the whole
-input range and learns that, for this data, they carry no information. Controls
-only become meaningful with labelled data (not done). diffusion_loss drops each
-condition per row with p_drop, which trains the nulls used by guidance.
+Controls: the corpus motion has no gaze target, head distance or emotion, so the
+control labels are synthesized: a share of rows (TrainConfig.random_controls)
+gets a random control trajectory over its K + W frames (one set of Controls,
+then with some probability a switch to another, eased by the live
+ControlMixer's springs), and both its prefix and its target frames become
+controls.apply_control_state(motion, states): exactly what the controls do to
+any motion source. The model is conditioned on the per-frame states, so it
+learns to follow them. The normalizer is fitted on motion drawn the same way,
+so controlled values (a 0.4 rad gaze, head distance 1.4) stay in range.
+diffusion_loss drops each condition per row with p_drop, which trains the nulls
+used by guidance.
+
+Optimizer: AdamW, linear warm-up then cosine decay; the checkpoint holds an
+exponential moving average of the weights (EMA), which samples more smoothly
+than the last iterate.
 
 Determinism: the seed fixes the corpus text, the initial weights, the windows,
 the noise, the timesteps and the dropout masks; the same seed on the same
 machine and torch version gives the same losses.
 
-Checkpoint: one safetensors file. Tensors "encoder.*", "denoiser.*",
-"normalizer.mean", "normalizer.std" (float32); metadata "format"
-("facecast-motion"), "version", "config" (MotionModelConfig as JSON) and "meta"
-(JSON: training config, window/prefix, losses).
+Checkpoint: engines.checkpoint (one safetensors file, EMA weights; its meta
+records the training config, window, prefix, fps and the loss curves).
 
-Default cost (TrainConfig(): 500 utterances, 20000 steps of 32 windows): on a 2-core
-CPU, measured at about 12.6 steps/s with a 100-utterance corpus (the audio encoder
-runs once per distinct utterance in a batch), so about 27 min of steps plus under
-a minute to synthesize the corpus; well within the one-hour target.
+Default cost (TrainConfig(): 600 utterances, 20000 steps of 32 windows): see
+README "Training"; about half an hour on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,23 +52,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from . import motion_space as ms
-from .controls import EMOTIONS
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from .controls import EMOTIONS, ControlMixer, Controls, apply_control_state, control_state
 from .corpus import build_corpus, load_corpus
 from .diffusion import DDIMScheduler
-from .errors import CheckpointError
 from .motion_model import (
     AudioEncoder,
     MotionDenoiser,
     MotionModelConfig,
     MotionNormalizer,
     diffusion_loss,
-    encode_controls,
 )
-from .motion_targets import TrainingExample, utterance_targets
+from .motion_targets import TrainingExample, pad_with_silence, utterance_targets
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -75,178 +80,60 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "facecast-motion"
-CHECKPOINT_VERSION = "1"
-
-
-# --- checkpoint I/O -----------------------------------------------------------------------
-
-
-def save_checkpoint(
-    path: Path,
-    encoder: AudioEncoder,
-    denoiser: MotionDenoiser,
-    normalizer: MotionNormalizer,
-    config: MotionModelConfig,
-    meta: dict[str, object] | None = None,
-) -> Path:
-    """Write encoder, denoiser and normalizer to one safetensors file; returns its path.
-
-    meta must be JSON-serialisable; it is stored as is in the file's metadata.
-    """
-    path = Path(path)
-    tensors: dict[str, torch.Tensor] = {}
-    for prefix, module in (("encoder", encoder), ("denoiser", denoiser)):
-        for name, value in module.state_dict().items():
-            tensors[f"{prefix}.{name}"] = value.detach().cpu().float().contiguous().clone()
-    tensors["normalizer.mean"] = torch.from_numpy(np.asarray(normalizer.mean, np.float32).copy())
-    tensors["normalizer.std"] = torch.from_numpy(np.asarray(normalizer.std, np.float32).copy())
-    metadata = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "config": json.dumps(dataclasses.asdict(config), sort_keys=True),
-        "meta": json.dumps(meta or {}, sort_keys=True),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=metadata)
-    return path
-
-
-def load_checkpoint(
-    path: Path,
-) -> tuple[AudioEncoder, MotionDenoiser, MotionNormalizer, MotionModelConfig, dict[str, object]]:
-    """Read a save_checkpoint file: (encoder, denoiser, normalizer, config, meta), eval mode.
-
-    Raises CheckpointError when the file is missing, is not a facecast motion
-    checkpoint, or its config or tensor shapes do not fit this build (the
-    message names what differs).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no motion checkpoint at {path}; train one with `facecast train`")
-    tensors, metadata = _read_safetensors(path)
-    if metadata.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} is not a facecast motion checkpoint (metadata format "
-            f"{metadata.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
-        )
-    if metadata.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path} is checkpoint version {metadata.get('version')!r}; this build reads "
-            f"version {CHECKPOINT_VERSION}: retrain with `facecast train`"
-        )
-    config = _config_from_json(path, metadata.get("config", "{}"))
-    encoder = AudioEncoder(config.feature_dim, config.audio_channels)
-    denoiser = MotionDenoiser(config)
-    for prefix, module in (("encoder", encoder), ("denoiser", denoiser)):
-        state = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-        _check_state(path, prefix, module, state)
-        module.load_state_dict(state)
-        module.eval()
-    for name in ("normalizer.mean", "normalizer.std"):
-        if name not in tensors or tuple(tensors[name].shape) != (ms.MOTION_DIM,):
-            raise CheckpointError(f"{path}: {name} is missing or not of shape ({ms.MOTION_DIM},)")
-    normalizer = MotionNormalizer(
-        tensors["normalizer.mean"].numpy(), tensors["normalizer.std"].numpy()
-    )
-    try:
-        meta = json.loads(metadata.get("meta", "{}"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: its meta is not valid JSON ({exc})") from exc
-    return encoder, denoiser, normalizer, config, meta
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
-    return tensors, metadata
-
-
-def _config_from_json(path: Path, text: str) -> MotionModelConfig:
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: its config is not valid JSON ({exc})") from exc
-    known = {f.name for f in dataclasses.fields(MotionModelConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise CheckpointError(
-            f"{path}: config fields {unknown} are unknown to this build's MotionModelConfig "
-            f"(a newer facecast?); retrain or upgrade"
-        )
-    config = MotionModelConfig(**values)
-    current = MotionModelConfig()
-    for name in ("feature_dim", "motion_dim"):
-        ours, theirs = getattr(current, name), getattr(config, name)
-        if ours != theirs:
-            raise CheckpointError(
-                f"{path}: incompatible config: {name} is {theirs} in the checkpoint but "
-                f"{ours} in this build; retrain with `facecast train`"
-            )
-    return config
-
-
-def _check_state(
-    path: Path, prefix: str, module: torch.nn.Module, state: dict[str, torch.Tensor]
-) -> None:
-    """Raise CheckpointError naming missing, unexpected and differently shaped tensors."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    problems = [f"missing {prefix}.{k}" for k in sorted(set(expected) - set(state))]
-    problems += [f"unexpected {prefix}.{k}" for k in sorted(set(state) - set(expected))]
-    problems += [
-        f"{prefix}.{k} is {tuple(state[k].shape)}, expected {shape}"
-        for k, shape in sorted(expected.items())
-        if k in state and tuple(state[k].shape) != shape
-    ]
-    if problems:
-        shown = "; ".join(problems[:5]) + (
-            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-        )
-        raise CheckpointError(f"{path} does not fit its own config: {shown}")
-
-
-# --- training -----------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. window (W) and prefix (K) must fit MotionModelConfig's maxima."""
 
-    corpus_size: int = 500  # utterances synthesized when no corpus folder is given
+    corpus_size: int = 600  # utterances synthesized when no corpus folder is given
     seed: int = 0
     fps: float = 25.0
     window: int = 8  # W
-    prefix: int = 4  # K
+    prefix: int = 8  # K
     batch_size: int = 32
     steps: int = 20000
     lr: float = 1e-3
+    min_lr: float = 2e-5  # cosine decay ends here
+    warmup_steps: int = 500
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    ema_decay: float = 0.999
     p_drop: float = 0.1  # per condition, per row
-    random_controls: float = 0.2  # share of rows with random (uninformative) controls
+    p_stream: float = 0.5  # rows that hear only the first N frames of their window
+    random_controls: float = 0.5  # share of rows with a synthesized control trajectory
+    validation_share: float = 0.03  # utterances held out for the validation loss
+    pad_silence_s: tuple[float, float] = (0.2, 2.5)  # background noise around each utterance
+    save_every: int = 0  # also write the checkpoint every N steps (0: only at the end)
     device: str = "cpu"
 
 
 @dataclass(frozen=True)
 class TrainReport:
-    """losses: one float per step; seconds: wall time of the steps (not corpus building)."""
+    """losses: one float per step; validation: (step, loss) at each log; seconds: the steps'."""
 
     losses: tuple[float, ...]
+    validation: tuple[tuple[int, float], ...]
     steps: int
     seconds: float
     checkpoint: Path
 
 
-def load_examples(manifest: Path, fps: float, seed: int) -> list[TrainingExample]:
-    """Every utterance of a corpus manifest as a TrainingExample (features and motion)."""
-    return [
-        utterance_targets(item.samples, item.sample_rate, item.phones, fps, seed + i)
-        for i, item in enumerate(load_corpus(manifest))
-    ]
+def load_examples(
+    manifest: Path, fps: float, seed: int, pad_range_s: tuple[float, float] | None = None
+) -> list[TrainingExample]:
+    """Every utterance of a corpus manifest as a TrainingExample (features and motion).
+
+    pad_range_s: add background noise of a random length in this range before
+    and after each utterance (see motion_targets.pad_with_silence); None adds none.
+    """
+    examples = []
+    for i, item in enumerate(load_corpus(manifest)):
+        samples, phones = item.samples, item.phones
+        if pad_range_s is not None:
+            rng = np.random.default_rng([seed, i, 7])
+            samples, phones = pad_with_silence(samples, item.sample_rate, phones, rng, pad_range_s)
+        examples.append(utterance_targets(samples, item.sample_rate, phones, fps, seed + i))
+    return examples
 
 
 def train(
@@ -254,57 +141,135 @@ def train(
     out_path: Path,
     corpus_dir: Path | None = None,
     log_every: int = 50,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Callable[[int, float, float | None], None] | None = None,
     model_config: MotionModelConfig | None = None,
+    recordings: Path | None = None,
 ) -> TrainReport:
-    """Train encoder and denoiser from scratch and save a checkpoint at out_path.
+    """Train encoder and denoiser from scratch and save a checkpoint (EMA weights) at out_path.
 
     corpus_dir: a build_corpus folder (or its manifest.jsonl); None synthesizes
-    config.corpus_size utterances into a temporary folder. progress(step, mean
-    loss of the last log_every steps) is called every log_every steps and at the end.
+    config.corpus_size utterances (plus the recordings folder, if given) into a
+    temporary folder. progress(step, mean training loss of the last log_every
+    steps, validation loss or None) is called every log_every steps and at the end.
     """
     model_config = model_config or MotionModelConfig()
     _check_config(config, model_config)
-    examples = _examples(config, corpus_dir)
-    normalizer = MotionNormalizer.from_data(np.concatenate([e.motion for e in examples]))
-    data = _WindowData(examples, normalizer, config)
+    examples = _examples(config, corpus_dir, recordings)
+    held_out = int(round(len(examples) * config.validation_share)) if len(examples) > 4 else 0
+    train_set, valid_set = examples[held_out:], examples[:held_out]
+    rng = np.random.default_rng(config.seed)
+    data = _WindowData(train_set, config)
+    normalizer = data.fit_normalizer(np.random.default_rng([config.seed, 1]))
+    valid = _WindowData(valid_set, config, normalizer) if valid_set else None
+    data.normalizer = normalizer
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     encoder = AudioEncoder(model_config.feature_dim, model_config.audio_channels).to(device)
     denoiser = MotionDenoiser(model_config).to(device)
-    params = [*encoder.parameters(), *denoiser.parameters()]
+    modules = torch.nn.ModuleDict({"encoder": encoder, "denoiser": denoiser})
+    ema = torch.optim.swa_utils.AveragedModel(
+        modules, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay)
+    )
+    params = list(modules.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
     scheduler = DDIMScheduler()
     generator = torch.Generator().manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     losses: list[float] = []
+    validation: list[tuple[int, float]] = []
+    every = max(log_every, 1)
     start = time.perf_counter()
+
+    def save(step: int) -> Path:
+        meta = _meta(config, len(train_set), len(valid_set), losses, validation, start, step)
+        best = ema.module
+        return save_checkpoint(
+            Path(out_path), best["encoder"], best["denoiser"], normalizer, model_config, meta
+        )
+
     for step in range(1, config.steps + 1):
         batch = data.sample(rng, encoder, device)
         loss = diffusion_loss(
-            denoiser, scheduler, *batch, generator=generator, p_drop=config.p_drop
+            denoiser, scheduler, *batch, generator, config.p_drop, config.p_stream
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         optimizer.step()
+        lr_schedule.step()
+        ema.update_parameters(modules)
         losses.append(float(loss.detach()))
-        if progress is not None and (step % max(log_every, 1) == 0 or step == config.steps):
-            progress(step, float(np.mean(losses[-max(log_every, 1) :])))
+        if step % every == 0 or step == config.steps:
+            valid_loss = _validation_loss(valid, ema.module, scheduler, config, device)
+            if valid_loss is not None:
+                validation.append((step, valid_loss))
+            if progress is not None:
+                progress(step, float(np.mean(losses[-every:])), valid_loss)
+        if config.save_every and step % config.save_every == 0 and step < config.steps:
+            save(step)
+    path = save(config.steps)
     seconds = time.perf_counter() - start
-    meta = {
+    logger.info("trained %d steps in %.1f s; checkpoint %s", config.steps, seconds, path)
+    return TrainReport(tuple(losses), tuple(validation), config.steps, seconds, path)
+
+
+def _lr_factor(config: TrainConfig) -> Callable[[int], float]:
+    """Multiplier of config.lr after `step` scheduler steps: warm-up, then cosine to min_lr."""
+    floor = config.min_lr / config.lr
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _meta(
+    config: TrainConfig,
+    train_utterances: int,
+    valid_utterances: int,
+    losses: list[float],
+    validation: list[tuple[int, float]],
+    start: float,
+    step: int,
+) -> dict[str, object]:
+    return {
         "train": dataclasses.asdict(config),
         "window": config.window,
         "prefix": config.prefix,
-        "utterances": len(examples),
-        "seconds": round(seconds, 2),
+        "fps": config.fps,
+        "utterances": train_utterances,
+        "validation_utterances": valid_utterances,
+        "steps_done": step,
+        "seconds": round(time.perf_counter() - start, 2),
         "final_loss": float(np.mean(losses[-50:])) if losses else None,
+        "validation": [[s, round(v, 5)] for s, v in validation],
     }
-    path = save_checkpoint(
-        Path(out_path), encoder.cpu(), denoiser.cpu(), normalizer, model_config, meta
-    )
-    logger.info("trained %d steps in %.1f s; checkpoint %s", config.steps, seconds, path)
-    return TrainReport(tuple(losses), config.steps, seconds, path)
+
+
+@torch.no_grad()
+def _validation_loss(
+    valid: _WindowData | None,
+    modules: torch.nn.Module,
+    scheduler: DDIMScheduler,
+    config: TrainConfig,
+    device: torch.device,
+    batches: int = 4,
+) -> float | None:
+    """Mean diffusion loss of the EMA weights on held-out utterances, fixed draws every time."""
+    if valid is None:
+        return None
+    rng = np.random.default_rng([config.seed, 2])
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    total = 0.0
+    for _ in range(batches):
+        batch = valid.sample(rng, modules["encoder"], device)
+        total += float(
+            diffusion_loss(modules["denoiser"], scheduler, *batch, generator, 0.0, config.p_stream)
+        )
+    return total / batches
 
 
 def _check_config(config: TrainConfig, model: MotionModelConfig) -> None:
@@ -316,17 +281,21 @@ def _check_config(config: TrainConfig, model: MotionModelConfig) -> None:
         raise ValueError("steps, batch_size and corpus_size must be >= 1")
 
 
-def _examples(config: TrainConfig, corpus_dir: Path | None) -> list[TrainingExample]:
+def _examples(
+    config: TrainConfig, corpus_dir: Path | None, recordings: Path | None
+) -> list[TrainingExample]:
     if corpus_dir is None:
         with tempfile.TemporaryDirectory(prefix="facecast-corpus-") as tmp:
-            manifest = build_corpus(Path(tmp), config.corpus_size, config.seed)
-            examples = load_examples(manifest, config.fps, config.seed)
+            manifest = build_corpus(
+                Path(tmp), config.corpus_size, config.seed, recordings=recordings
+            )
+            examples = load_examples(manifest, config.fps, config.seed, config.pad_silence_s)
     else:
         corpus_dir = Path(corpus_dir)
         manifest = corpus_dir if corpus_dir.is_file() else corpus_dir / "manifest.jsonl"
         if not manifest.is_file():
             raise FileNotFoundError(f"no corpus manifest at {manifest}; build_corpus writes one")
-        examples = load_examples(manifest, config.fps, config.seed)
+        examples = load_examples(manifest, config.fps, config.seed, config.pad_silence_s)
     usable = [e for e in examples if len(e.motion) >= config.window]
     if not usable:
         raise ValueError(f"no utterance has at least {config.window} frames to train on")
@@ -337,57 +306,85 @@ class _WindowData:
     """Random training windows over cached examples, as diffusion_loss arguments."""
 
     def __init__(
-        self, examples: list[TrainingExample], normalizer: MotionNormalizer, config: TrainConfig
+        self,
+        examples: list[TrainingExample],
+        config: TrainConfig,
+        normalizer: MotionNormalizer | None = None,
     ) -> None:
         self.config = config
+        self.normalizer = normalizer or MotionNormalizer()
         k = config.prefix
         self.features = [torch.from_numpy(e.features) for e in examples]  # each TxF
-        # Normalised motion, edge-padded with K copies of frame 0: (K + T) x D.
-        self.motion = [
-            torch.from_numpy(
-                normalizer.normalize(np.concatenate([e.motion[:1].repeat(k, 0), e.motion]))
-            )
-            for e in examples
-        ]
+        # Motion edge-padded with K copies of frame 0: (K + T) x D, motion units.
+        self.motion = [np.concatenate([e.motion[:1].repeat(k, 0), e.motion]) for e in examples]
+
+    def _draw(
+        self, rng: np.random.Generator, batch: int
+    ) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray]:
+        """picks (B,), starts, motion (B, K + W, D) with controls mixed in, states (B, W, E)."""
+        c = self.config
+        w, k = c.window, c.prefix
+        picks = rng.integers(len(self.features), size=batch)
+        starts = [int(rng.integers(len(self.features[i]) - w + 1)) for i in picks]
+        states = _control_trajectories(rng, batch, k + w, c.fps, c.random_controls)
+        # In padded motion frame s sits at row s + K: prefix rows [s, s + K), window [s + K, ...).
+        motion = np.stack(
+            [
+                apply_control_state(self.motion[i][s : s + k + w], states[row])
+                for row, (i, s) in enumerate(zip(picks, starts, strict=True))
+            ]
+        )
+        return picks, starts, motion, states[:, k:]
+
+    def fit_normalizer(self, rng: np.random.Generator, windows: int = 4096) -> MotionNormalizer:
+        """A normalizer fitted on windows drawn as training draws them (controls included)."""
+        motion = self._draw(rng, windows)[2]
+        return MotionNormalizer.from_data(motion.reshape(-1, ms.MOTION_DIM), min_std=0.01)
 
     def sample(
         self, rng: np.random.Generator, encoder: AudioEncoder, device: torch.device
     ) -> tuple[torch.Tensor, ...]:
-        """(x0 (B, W, D), audio (B, W, C), prev (B, K, D), controls (B, E), emotion (B,))."""
+        """(x0 (B, W, D), audio (B, W, C), prev (B, K, D), controls (B, W, E))."""
         c = self.config
-        w, k, b = c.window, c.prefix, c.batch_size
-        picks = rng.integers(len(self.features), size=b)
-        starts = [int(rng.integers(len(self.features[i]) - w + 1)) for i in picks]
+        w, k = c.window, c.prefix
+        picks, starts, motion, states = self._draw(rng, c.batch_size)
         embedded = {
             int(i): encoder(self.features[i][None].to(device))[0] for i in np.unique(picks)
         }  # each TxC
         audio = torch.stack(
             [embedded[int(i)][s : s + w] for i, s in zip(picks, starts, strict=True)]
         )
-        # In padded motion frame s sits at row s + K: prefix rows [s, s + K), window [s + K, ...).
-        prev = torch.stack([self.motion[i][s : s + k] for i, s in zip(picks, starts, strict=True)])
-        x0 = torch.stack(
-            [self.motion[i][s + k : s + k + w] for i, s in zip(picks, starts, strict=True)]
-        )
-        controls, emotion = _random_controls(rng, b, c.random_controls)
-        return x0.to(device), audio, prev.to(device), controls.to(device), emotion.to(device)
+        unit = torch.from_numpy(self.normalizer.normalize(motion)).to(device)  # Bx(K+W)xD
+        controls = torch.from_numpy(states).to(device)
+        return unit[:, k:], audio, unit[:, :k], controls
 
 
-def _random_controls(
-    rng: np.random.Generator, batch: int, share: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Controls (B, E) and emotion ids (B,): neutral rows, `share` of them random."""
-    neutral, neutral_emotion = encode_controls(None)  # 1xE, (1,)
-    vector = neutral.numpy().repeat(batch, 0)
-    emotion = neutral_emotion.numpy().repeat(batch)
-    rows = rng.random(batch) < share
-    n = int(rows.sum())
-    if n:
-        # Layout of encode_controls: gaze_yaw, gaze_pitch, gaze_set, head_distance - 1, strength.
-        vector[rows, 0] = rng.uniform(-0.5, 0.5, n)
-        vector[rows, 1] = rng.uniform(-0.3, 0.3, n)
-        vector[rows, 2] = 1.0
-        vector[rows, 3] = rng.uniform(-0.3, 0.4, n)
-        vector[rows, 4] = rng.uniform(0.0, 1.0, n)
-        emotion[rows] = rng.integers(len(EMOTIONS), size=n)
-    return torch.from_numpy(vector), torch.from_numpy(emotion)
+def _random_controls(rng: np.random.Generator) -> Controls:
+    """One random setting of the controls, each control left alone half of the time."""
+    yaw = float(rng.uniform(-0.4, 0.4)) if rng.random() < 0.5 else None
+    pitch = float(rng.uniform(-0.3, 0.3)) if rng.random() < 0.5 else None
+    distance = float(rng.uniform(0.7, 1.4)) if rng.random() < 0.5 else 1.0
+    emotion = EMOTIONS[int(rng.integers(len(EMOTIONS)))] if rng.random() < 0.6 else "neutral"
+    strength = float(rng.uniform(0.3, 1.0))
+    return Controls(yaw, pitch, distance, emotion, strength)
+
+
+def _control_trajectories(
+    rng: np.random.Generator, batch: int, frames: int, fps: float, share: float
+) -> np.ndarray:
+    """Control states (B, frames, E): neutral rows, `share` of them a random trajectory.
+
+    A random row starts settled at one setting and, half of the time, switches
+    to another at a random frame, eased by ControlMixer as at run time.
+    """
+    neutral = control_state(Controls()).astype(np.float32)
+    states = np.repeat(neutral[None, None], batch, axis=0).repeat(frames, axis=1)
+    for row in np.flatnonzero(rng.random(batch) < share):
+        mixer = ControlMixer(fps)
+        mixer.set(_random_controls(rng))
+        mixer.reset()
+        switch = int(rng.integers(frames)) if rng.random() < 0.5 else frames
+        head = mixer.advance(switch)
+        mixer.set(_random_controls(rng))
+        states[row] = np.concatenate([head, mixer.advance(frames - switch)])
+    return states

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import tempfile
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from engines.errors import FacecastError
 from engines.face_encoder import FaceEncoder
+from engines.motion_source import MOTION_KINDS
 
 from .offline import RenderJobConfig, render_to_mp4
 from .tts import synthesize_speech
@@ -38,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 path")
     render.add_argument("--fps", type=int, default=25, help="frame rate, 25-40 (default 25)")
     render.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion")
+    _motion_arguments(render)
 
     prepare = sub.add_parser("prepare", help="analyse a portrait once and cache it")
     prepare.add_argument("--portrait", type=Path, help="photo or painting (default: built-in)")
@@ -57,11 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--jitter-buffer-ms", type=float, help="streamed speech queued before it starts (40)"
     )
+    _motion_arguments(serve)
     train = sub.add_parser("train", help="train the learned motion model on a synthesized corpus")
     train.add_argument("--steps", type=int, help="optimizer steps (default 20000)")
     train.add_argument("--corpus-size", type=int, help="utterances to synthesize (default 500)")
     train.add_argument("--seed", type=int, default=0, help="seed for corpus, weights and batches")
     train.add_argument("--corpus", type=Path, help="existing corpus folder (build_corpus output)")
+    train.add_argument(
+        "--recordings",
+        type=Path,
+        help="folder of your own speech: audio files, each with a same-stem .txt transcript",
+    )
+    train.add_argument(
+        "--save-every", type=int, default=0, help="also write the checkpoint every N steps"
+    )
     train.add_argument("--log-every", type=int, default=100, help="print the loss every N steps")
     train.add_argument(
         "-o",
@@ -73,12 +85,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace) -> None:
-    import dataclasses
+def _motion_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--motion",
+        choices=MOTION_KINDS,
+        help="motion source: the learned diffusion sampler (default) or the procedural baseline",
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="motion checkpoint from `facecast train` (default: shipped)"
+    )
 
+
+def _train(args: argparse.Namespace) -> None:
     from engines.training import TrainConfig, train  # torch training: only this command
 
-    overrides = {"steps": args.steps, "corpus_size": args.corpus_size, "seed": args.seed}
+    overrides = {
+        "steps": args.steps,
+        "corpus_size": args.corpus_size,
+        "seed": args.seed,
+        "save_every": args.save_every,
+    }
     config = dataclasses.replace(
         TrainConfig(), **{k: v for k, v in overrides.items() if v is not None}
     )
@@ -88,9 +114,12 @@ def _train(args: argparse.Namespace) -> None:
         args.output,
         corpus_dir=args.corpus,
         log_every=args.log_every,
-        progress=lambda step, loss: print(
-            f"step {step}/{config.steps} loss {loss:.4f}", flush=True
+        progress=lambda step, loss, valid: print(
+            f"step {step}/{config.steps} loss {loss:.4f}"
+            + ("" if valid is None else f" validation {valid:.4f}"),
+            flush=True,
         ),
+        recordings=args.recordings,
     )
     print(
         f"wrote {report.checkpoint}: {report.steps} steps in {report.seconds:.1f} s "
@@ -103,9 +132,12 @@ def _render(args: argparse.Namespace) -> None:
         audio = args.audio
         if args.text is not None:
             audio = synthesize_speech(args.text, Path(tmp) / "speech.wav", voice=args.voice)
-        report = render_to_mp4(
-            audio, args.output, args.portrait, RenderJobConfig(fps=args.fps, seed=args.seed)
+        defaults = RenderJobConfig().motion
+        motion = dataclasses.replace(
+            defaults, kind=args.motion or defaults.kind, checkpoint=args.checkpoint
         )
+        config = RenderJobConfig(fps=args.fps, seed=args.seed, motion=motion)
+        report = render_to_mp4(audio, args.output, args.portrait, config)
     for note in report.notes:
         print(f"note: {note}")
     print(
@@ -147,6 +179,8 @@ def _serve(args: argparse.Namespace) -> None:
         session_idle_timeout_s=args.session_idle_timeout,
         render_budget_s=_seconds(args.render_budget_ms),
         jitter_buffer_s=_seconds(args.jitter_buffer_ms),
+        motion=args.motion,
+        checkpoint=args.checkpoint,
     )
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_token is None:
         logger.warning(

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engines.audio_features import AudioFeatureConfig
-from engines.baseline import BaselineConfig
 from engines.face_encoder import FaceEncoderConfig, default_cache_dir
+from engines.motion_source import MOTION_KINDS, MotionConfig
 from engines.renderer import RendererConfig
 
 __all__ = ["IceServer", "SessionConfig", "ServerConfig", "load_config", "MAX_FPS"]
@@ -54,8 +53,7 @@ class SessionConfig:
     # Rendered frames waiting for their due time; a full store drops the oldest.
     max_buffered_frames: int = 16
     renderer: RendererConfig = field(default_factory=RendererConfig)
-    features: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
-    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
 
     def __post_init__(self) -> None:
         if not 1 <= self.fps <= MAX_FPS:
@@ -128,13 +126,25 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
         values["torch_threads"] = int(env["FACECAST_TORCH_THREADS"])
     if "FACECAST_DATA_DIR" in env:
         values["data_dir"] = Path(env["FACECAST_DATA_DIR"])
+    motion = _motion_config(env, overrides.pop("motion", None), overrides.pop("checkpoint", None))
     session_keys = ("fps", "seed", "render_budget_s", "jitter_buffer_s")
     session_values = {k: overrides.pop(k) for k in session_keys if k in overrides}
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = ServerConfig(**values)  # type: ignore[arg-type]
     session_values = {k: v for k, v in session_values.items() if v is not None}
+    session_values["motion"] = motion
     if session_values:
         config = replace(config, session=replace(config.session, **session_values))
     if config.max_sessions < 1:
         raise ValueError(f"max_sessions must be at least 1, got {config.max_sessions}")
     return config
+
+
+def _motion_config(env: Mapping[str, str], kind: object, checkpoint: object) -> MotionConfig:
+    """FACECAST_MOTION / FACECAST_MOTION_CHECKPOINT, then the --motion / --checkpoint flags."""
+    kind = kind or env.get("FACECAST_MOTION") or "learned"
+    if kind not in MOTION_KINDS:
+        raise ValueError(f"motion must be one of {', '.join(MOTION_KINDS)}, got {kind!r}")
+    checkpoint = checkpoint or env.get("FACECAST_MOTION_CHECKPOINT") or None
+    path = None if checkpoint is None else Path(str(checkpoint))
+    return MotionConfig(kind=str(kind), checkpoint=path)

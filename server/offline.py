@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.audio_features import AudioFeatureConfig, AudioFeatureExtractor
 from engines.audio_io import iter_audio
 from engines.avatar import Avatar
-from engines.baseline import BaselineConfig, ProceduralMotionSource
 from engines.face_encoder import FaceEncoder, FaceEncoderConfig
+from engines.motion_source import MotionConfig, open_motion_source
 from engines.renderer import FaceRenderer, RendererConfig
-from engines.types import AudioFeatures
+from engines.types import MotionWindow
 
 from .mp4_output import Mp4Writer
 
@@ -43,8 +42,10 @@ class RenderJobConfig:
     batch_frames: int = 1
     encoder: FaceEncoderConfig = field(default_factory=FaceEncoderConfig)
     renderer: RendererConfig = field(default_factory=RendererConfig)
-    features: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
-    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    # Offline there is no latency budget: the sampler hears whole windows
+    # (heard_frames is capped at the model's window), which lets the lips
+    # anticipate the next sound as people's do.
+    motion: MotionConfig = field(default_factory=lambda: MotionConfig(heard_frames=64))
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,7 @@ def _render(
     avatar: Avatar, feature_audio, output_audio, path: Path, config: RenderJobConfig
 ) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     renderer = FaceRenderer(avatar, config.renderer)
-    extractor = AudioFeatureExtractor(config.features, config.fps)
-    motion = ProceduralMotionSource(config.baseline, config.fps, seed=config.seed)
+    motion = open_motion_source(config.motion, config.fps, seed=config.seed)
     frames = samples = 0
     with Mp4Writer(path, config.fps, width=avatar.image_size, height=avatar.image_size) as writer:
         for chunk, out_chunk in itertools.zip_longest(feature_audio, output_audio):
@@ -105,21 +105,16 @@ def _render(
                 writer.write_audio(out_chunk.samples, OUTPUT_AUDIO_RATE)
             if chunk is not None:
                 samples += len(chunk.samples)
-                frames += _emit(extractor.push(chunk), motion, renderer, writer, config)
-        frames += _emit(extractor.flush(), motion, renderer, writer, config)
+                frames += _emit(motion.push(chunk), renderer, writer, config)
+        frames += _emit(motion.flush(), renderer, writer, config)
     return frames, samples
 
 
 def _emit(
-    features: AudioFeatures,
-    motion: ProceduralMotionSource,
-    renderer: FaceRenderer,
-    writer: Mp4Writer,
-    config: RenderJobConfig,
+    window: MotionWindow, renderer: FaceRenderer, writer: Mp4Writer, config: RenderJobConfig
 ) -> int:
-    if len(features) == 0:
+    if len(window) == 0:
         return 0
-    window = motion.step(features)
     with torch.inference_mode():
         for start in range(0, len(window), config.batch_frames):
             batch = window.values[start : start + config.batch_frames]

@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.audio_features import AudioFeatureExtractor
 from engines.avatar import Avatar
-from engines.baseline import ProceduralMotionSource
-from engines.controls import ControlMixer, Controls
+from engines.controls import Controls
+from engines.motion_source import open_motion_source
 from engines.renderer import FaceRenderer
 from engines.types import AudioChunk
 
@@ -43,11 +42,11 @@ _RING_SECONDS = 4
 _TICKS_REMEMBERED = 64
 
 
-def playout_delay_s(config: SessionConfig, feature_latency_s: float) -> float:
-    """Audio-to-frame floor: feature look-ahead + one tick of pacing + the render budget."""
+def playout_delay_s(config: SessionConfig, motion_latency_s: float) -> float:
+    """Audio-to-frame floor: motion look-ahead + one tick of pacing + the render budget."""
     if config.playout_delay_s is not None:
         return config.playout_delay_s
-    return feature_latency_s + 1.0 / config.fps + config.render_budget_s
+    return motion_latency_s + 1.0 / config.fps + config.render_budget_s
 
 
 class _MotionPipeline:
@@ -55,9 +54,7 @@ class _MotionPipeline:
 
     def __init__(self, avatar: Avatar, config: SessionConfig) -> None:
         self.downsampler = Downsampler()
-        self.extractor = AudioFeatureExtractor(config.features, config.fps)
-        self.motion = ProceduralMotionSource(config.baseline, config.fps, seed=config.seed)
-        self.mixer = ControlMixer(config.fps)
+        self.motion = open_motion_source(config.motion, config.fps, seed=config.seed)
         self.renderer = FaceRenderer(avatar, config.renderer)
         self._feature_pts = 0
 
@@ -68,10 +65,9 @@ class _MotionPipeline:
         samples = self.downsampler.push(speech)
         chunk = AudioChunk(samples.astype(np.float32), FEATURE_RATE, self._feature_pts)
         self._feature_pts += len(samples)
-        features = self.extractor.push(chunk)
-        if len(features) == 0:
+        window = self.motion.push(chunk)
+        if len(window) == 0:
             return []
-        window = self.mixer.apply(self.motion.step(features))
         rendered: list[tuple[int, np.ndarray | None, float]] = []
         with torch.inference_mode():
             for row, values in enumerate(window.values):
@@ -86,7 +82,7 @@ class _MotionPipeline:
 
     def neutral_frame(self) -> np.ndarray:
         with torch.inference_mode():
-            return self.renderer.render(self.mixer.apply(self.motion.idle(1)).values)[0]
+            return self.renderer.render(self.motion.rest_frame()[None])[0]
 
 
 class Session:
@@ -115,7 +111,7 @@ class Session:
         self.closed = False
         self._pipeline = pipeline
         self._executor = executor
-        delay = playout_delay_s(config, pipeline.extractor.latency_s)
+        delay = playout_delay_s(config, pipeline.motion.latency_s)
         self.clock = SessionClock.start_now(config.fps, delay, PLAYBACK_RATE)
         self.speech = SpeechQueue(
             int(config.max_queued_speech_s * PLAYBACK_RATE),
@@ -252,18 +248,18 @@ class Session:
     async def set_controls(self, values: dict[str, object]) -> Controls:
         """Partial update; read and applied on the executor, so concurrent updates never
         start from the same old controls and undo each other."""
-        mixer = self._pipeline.mixer
+        motion = self._pipeline.motion
 
         def update() -> Controls:
-            controls = Controls.from_dict(values, base=mixer.controls)
-            mixer.set(controls)
+            controls = Controls.from_dict(values, base=motion.controls)
+            motion.set_controls(controls)
             return controls
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, update)
 
     @property
     def controls(self) -> Controls:
-        return self._pipeline.mixer.controls
+        return self._pipeline.motion.controls
 
     async def set_portrait(self, avatar: Avatar, portrait_id: str) -> None:
         def swap() -> None:

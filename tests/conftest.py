@@ -11,7 +11,9 @@ import pytest
 from tests.live import LiveServer, run_server
 from tests.speech import SpeechClip, flite_voices, make_speech_clip, tts_available, write_wav
 
-SPEECH_TEXT = "Peter picked a bowl of blue berries, and she was surprised to see him."
+# Open vowels (AA, AO, AE, AW) and bilabials: a mouth that follows the phones must
+# open wide and close on this sentence; mostly close vowels (ee, oo) barely part the lips.
+SPEECH_TEXT = "Bob bought a large hot pot of apple jam, and Pam laughed out loud at the cat."
 SAMPLE_RATE = 16000
 
 

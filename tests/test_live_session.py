@@ -100,7 +100,9 @@ def test_webrtc_session_lip_syncs_streamed_speech(
     before = _gaps_between(viewer, viewer.frames[0].received_at, t_start)
     after = _gaps_between(viewer, t_end + 0.5, t_end + 1.5)
     assert len(speaking) >= 15 and len(before) >= 8 and len(after) >= 5
-    assert np.percentile(speaking, 75) > 0.04, speaking
+    # Open wide on the open vowels, shut on p/b/m: the lips follow the phones.
+    assert np.percentile(speaking, 90) > 0.04, speaking
+    assert np.percentile(speaking, 10) < 0.01, speaking
     assert before.max() < 0.02 and after.max() < 0.02, (before, after)
 
     # The speech is heard in the same window; silence around it.
@@ -277,7 +279,7 @@ def test_microphone_over_webrtc_drives_the_lips_without_echo(
     viewer: Viewer = asyncio.run(_microphone_session(live_server.url, speech_path))["viewer"]
     gaps = np.array([mouth_gap(f.rgb) for f in viewer.frames if f.rgb is not None])
     # The mic starts with the connection, so the speech falls inside the first ~6 s.
-    assert np.percentile(gaps, 90) > 0.04, gaps
+    assert (gaps > 0.04).sum() >= 4, gaps  # the mouth opens wide on the open vowels
     assert np.percentile(gaps, 25) < 0.02, gaps  # silences before and after close the mouth
     loudest = max(float(np.abs(samples).max()) for _, samples in viewer.audio)
     assert loudest < 0.001, "the microphone was played back to the viewer (echo)"

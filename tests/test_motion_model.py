@@ -9,20 +9,19 @@ from torch import nn
 
 from engines import motion_space as ms
 from engines.audio_features import FEATURE_NAMES
-from engines.controls import Controls
+from engines.controls import CONTROL_DIM, Controls, control_state
 from engines.diffusion import DDIMScheduler
 from engines.motion_model import (
-    CONTROL_DIM,
     AudioEncoder,
     MotionDenoiser,
     MotionNormalizer,
     MotionSampler,
     diffusion_loss,
-    encode_controls,
 )
 
 F, D = len(FEATURE_NAMES), ms.MOTION_DIM
 W, K, C = 8, 4, 64
+NEUTRAL = control_state(Controls()).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +37,7 @@ def _inputs(b: int, seed: int = 0) -> dict[str, torch.Tensor]:
         "t": torch.randint(0, 1000, (b,), generator=g),
         "audio": torch.randn(b, W, C, generator=g),
         "prev": torch.randn(b, K, D, generator=g),
-        "controls": torch.randn(b, CONTROL_DIM, generator=g),
-        "emotion": torch.randint(0, 5, (b,), generator=g),
+        "controls": torch.randn(b, W, CONTROL_DIM, generator=g),
     }
 
 
@@ -113,6 +111,8 @@ def test_denoiser_output_shape_and_validation(denoiser: MotionDenoiser) -> None:
         denoiser(**{**inputs, "audio": torch.randn(3, W + 1, C)})
     with pytest.raises(ValueError):
         denoiser(**{**inputs, "prev": torch.randn(3, 99, D)})
+    with pytest.raises(ValueError, match="controls"):
+        denoiser(**{**inputs, "controls": torch.randn(3, CONTROL_DIM)})
 
 
 @pytest.mark.parametrize("mask", ["drop_audio", "drop_prev", "drop_controls"])
@@ -125,15 +125,26 @@ def test_null_masks_change_only_the_masked_rows(denoiser: MotionDenoiser, mask: 
     assert torch.allclose(base[1], dropped[1], atol=1e-5)
 
 
+def test_per_frame_audio_mask_changes_only_later_frames_causally(
+    denoiser: MotionDenoiser,
+) -> None:
+    """Masking the audio of frames >= 5 (not heard yet) changes the prediction."""
+    inputs = _inputs(1)
+    unheard = (torch.arange(W) >= 5)[None]
+    with torch.no_grad():
+        base = denoiser(**inputs)
+        masked = denoiser(**inputs, drop_audio=unheard)
+        # What an unheard frame holds must not matter: the null replaces it.
+        other = denoiser(
+            **{**inputs, "audio": inputs["audio"] + unheard[..., None] * 5.0}, drop_audio=unheard
+        )
+    assert not torch.allclose(base, masked, atol=1e-5)
+    assert torch.allclose(masked, other, atol=1e-6)
+
+
 def test_parameter_count_is_a_few_megabytes(denoiser: MotionDenoiser) -> None:
     count = sum(p.numel() for m in (denoiser, AudioEncoder()) for p in m.parameters())
     assert 500_000 <= count <= 2_000_000  # 2 to 8 MB in float32
-
-
-def test_encode_controls() -> None:
-    vector, emotion = encode_controls(Controls(gaze_yaw=0.2, emotion="sad", head_distance=1.2))
-    assert vector.shape == (1, CONTROL_DIM) and emotion.tolist() == [2]
-    assert vector[0, 2] == 1.0 and encode_controls(None)[0][0, 2] == 0.0
 
 
 def test_normalizer_round_trip() -> None:
@@ -152,7 +163,7 @@ def _audio(seed: int) -> torch.Tensor:
 
 
 def _run(sampler: MotionSampler, windows: int = 2) -> list[np.ndarray]:
-    return [sampler.sample_window(_audio(i), Controls()) for i in range(windows)]
+    return [sampler.sample_window(_audio(i), np.tile(NEUTRAL, (W, 1))) for i in range(windows)]
 
 
 def test_sampler_shapes_and_ranges(denoiser: MotionDenoiser) -> None:
@@ -161,8 +172,18 @@ def test_sampler_shapes_and_ranges(denoiser: MotionDenoiser) -> None:
     low = np.array([ms.MOTION_RANGES[n].low for n in ms.MOTION_NAMES], np.float32)
     high = np.array([ms.MOTION_RANGES[n].high for n in ms.MOTION_NAMES], np.float32)
     assert (out >= low).all() and (out <= high).all()
-    with pytest.raises(ValueError):
-        MotionSampler(denoiser, window=W).sample_window(_audio(0)[:, :-1])
+    with pytest.raises(ValueError, match="1 to 8"):
+        MotionSampler(denoiser, window=W).sample_window(torch.zeros(1, W + 1, C))
+    with pytest.raises(ValueError, match="controls"):
+        MotionSampler(denoiser, window=W).sample_window(_audio(0), np.zeros((W, 2)))
+
+
+@pytest.mark.parametrize("heard", [1, 3, W])
+def test_sampler_emits_exactly_the_frames_heard(denoiser: MotionDenoiser, heard: int) -> None:
+    sampler = MotionSampler(denoiser, window=W, prefix=K, seed=0)
+    frames = [sampler.sample_window(_audio(i)[:, :heard]) for i in range(3)]
+    assert all(f.shape == (heard, D) for f in frames)
+    assert sampler._history is not None and sampler._history.shape == (1, K, D)
 
 
 def test_sampler_is_deterministic_per_seed(denoiser: MotionDenoiser) -> None:
@@ -194,7 +215,7 @@ class _Oracle(nn.Module):
     def forward(
         self, sample: torch.Tensor, t: torch.Tensor, *conditions: torch.Tensor
     ) -> torch.Tensor:
-        _audio, prev, _controls, _emotion, _drop_audio, drop_p, _drop_controls = conditions
+        _audio, prev, _controls, _drop_audio, drop_p, _drop_controls = conditions
         x0 = prev[:, -1:].expand_as(sample).clone()
         x0[drop_p] = 0.1
         a = self.scheduler.alphas_cumprod[t].float()[:, None, None]
@@ -207,6 +228,10 @@ def test_continuity_oracle_holds_the_last_frame() -> None:
     first, second = _run(sampler)
     assert np.allclose(first, ms.clip_motion(np.full((W, D), 0.1, np.float32)), atol=1e-4)
     assert np.allclose(second, np.repeat(first[-1:], W, axis=0), atol=1e-4)
+    # Streaming one frame at a time: the history is the last K frames emitted.
+    sampler.reset(0)
+    single = [sampler.sample_window(_audio(i)[:, :1]) for i in range(K + 2)]
+    assert all(np.allclose(s, single[0], atol=1e-4) for s in single)
 
 
 def test_guidance_scale_zero_differs_from_positive(denoiser: MotionDenoiser) -> None:
@@ -226,12 +251,12 @@ def test_tiny_overfit_lowers_the_diffusion_loss() -> None:
     norm = MotionNormalizer.from_data(motion)
     unit = torch.from_numpy(norm.normalize(motion))[None].expand(16, -1, -1)
     features = torch.randn(1, W + K, F).expand(16, -1, -1)
-    vector, emotion = encode_controls(Controls())
-    batch = (vector.expand(16, -1), emotion.expand(16))
+    controls = torch.from_numpy(NEUTRAL).expand(16, W, -1)
 
     def loss(g: torch.Generator | None, p_drop: float) -> torch.Tensor:
         audio = encoder(features)[:, K:]
-        return diffusion_loss(model, scheduler, unit[:, K:], audio, unit[:, :K], *batch, g, p_drop)
+        x0, prev = unit[:, K:], unit[:, :K]
+        return diffusion_loss(model, scheduler, x0, audio, prev, controls, g, p_drop, 0.5)
 
     def evaluate() -> float:
         with torch.no_grad():

@@ -65,9 +65,11 @@ def test_mouth_opens_during_speech_and_rests_in_silence(speech_video, speech_spa
     speech_gaps = np.array([mouth_gap(frames[i]) for i in speaking])
     silence_gaps = np.array([mouth_gap(frames[i]) for i in silent])
     assert silence_gaps.max() < 0.02, "lips must be closed in silence"
-    assert speech_gaps.mean() > 0.025
+    # A mouth that follows the phones opens wide on the open vowels and closes on
+    # p/b/m and between words, so it is shut for a good part of speech too.
     assert np.percentile(speech_gaps, 90) > 0.05, "the mouth should open clearly on vowels"
-    assert (speech_gaps > 0.02).mean() > 0.4
+    assert (speech_gaps > 0.02).mean() > 0.3, speech_gaps
+    assert np.percentile(speech_gaps, 10) < 0.01, "the lips should meet within speech (p, b, m)"
 
 
 def test_silence_renders_a_living_face_with_closed_lips(silence_path: Path, tmp_path: Path) -> None:
