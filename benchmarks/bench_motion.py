@@ -73,6 +73,7 @@ FREE_SENTENCES = (
     "Bring your umbrella because the sky looks dark and heavy.",
 )
 HELD_OUT_FLITE = "slt"
+OPEN_VOWEL_GUARD = 0.7
 SOURCES: dict[str, MotionConfig] = {
     "learned, 1 frame heard (live default)": MotionConfig(heard_frames=1),
     "learned, 2 frames heard": MotionConfig(heard_frames=2),
@@ -275,6 +276,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             "cost": _cost(clips[0], config),
         }
     live = sources["learned, 1 frame heard (live default)"]
+    own_blinks = _idle(replace(live, blink_process=False))["blinks_per_min"]
     data = {
         "machine": finish_machine_info(info),
         "checkpoint": str(checkpoint),
@@ -285,6 +287,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "radio": radio is not None,
         "sources": results,
         "controls_learned_live": _controls(clips[:3], live),
+        "idle_blinks_per_min_without_blink_process": own_blinks,
         "latency_floor_ms": {
             name: 1000.0 * open_motion_source(c, FPS).latency_s for name, c in sources.items()
         },
@@ -294,21 +297,27 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _verdict(data: dict[str, Any]) -> dict[str, Any]:
-    """Does the live learned source beat the baseline on lip sync (held-out and radio)?"""
+    """Does the live learned source beat the baseline on lip sync?
+
+    The issue's measures decide: bilabial closure rate and jawOpen-openness
+    correlation, both higher on the held-out voices and on the real recording.
+    The open-vowel rate is a guard, not a contest (the baseline opens on all
+    voiced sound, so it scores 1.0 by construction): the learned mouth must open
+    on at least 70 % of the open vowels.
+    """
     learned = data["sources"]["learned, 1 frame heard (live default)"]
     base = data["sources"]["baseline"]
-
-    def better(key: str, part: str) -> bool | None:
+    checks: dict[str, bool] = {}
+    for part in ("lip_sync_held_out", "lip_sync_radio"):
         a, b = learned.get(part), base.get(part)
-        return None if a is None or b is None else bool(a[key] > b[key])
-
-    checks = {
-        f"{part}: {key}": better(key, part)
-        for part in ("lip_sync_held_out", "lip_sync_radio")
-        for key in ("bilabial_closure_rate", "open_vowel_rate", "openness_r_mean")
-    }
-    decided = [v for v in checks.values() if v is not None]
-    return {"checks": checks, "learned_beats_baseline": bool(decided) and all(decided)}
+        if a is None or b is None:
+            continue
+        for key in ("bilabial_closure_rate", "openness_r_mean"):
+            checks[f"{part}: {key} higher"] = bool(a[key] > b[key])
+        checks[f"{part}: open_vowel_rate >= {OPEN_VOWEL_GUARD}"] = bool(
+            a["open_vowel_rate"] >= OPEN_VOWEL_GUARD
+        )
+    return {"checks": checks, "learned_beats_baseline": bool(checks) and all(checks.values())}
 
 
 def _markdown(data: dict[str, Any]) -> str:
@@ -385,12 +394,15 @@ def _markdown(data: dict[str, Any]) -> str:
             f"{', '.join(v.split(':')[1] for v in ESPEAK_HELD_OUT_VOICES)}, none in training; "
             f"plus {'the' if data['radio'] else 'no'} real radio recording. Judge: pocketsphinx.",
             "## Lip sync\n\n" + markdown_table(["measure", *names], lip),
-            f"**Learned (live) beats the baseline on every lip-sync measure: "
+            f"**Learned (live) beats the baseline on lip sync: "
             f"{'yes' if verdict['learned_beats_baseline'] else 'no'}** "
             f"({', '.join(f'{k}: {v}' for k, v in verdict['checks'].items())}).",
             "## Motion\n\n" + markdown_table(["measure", *names], motion),
             "Jerk: third difference of every channel in units of its training std, so "
-            "a seam between sampler windows would show as higher jerk at seams than inside.",
+            "a seam between sampler windows would show as higher jerk at seams than inside. "
+            f"Blinks: the learned sources lay the baseline's blink process over the sampled "
+            f"eyelids; without it the live sampler blinks "
+            f"{data['idle_blinks_per_min_without_blink_process']:.1f} times per minute in silence.",
             "## Latency floor (algorithmic, 25 fps)\n\n"
             + markdown_table(["source", "ms"], latency),
             "## Controls (learned, live setting)\n\n"

@@ -155,7 +155,8 @@ class LearnedMotion(MotionSource):
             states = self.mixer.advance(n)
             motion = self.sampler.sample_window(embedding, states)
             self._smooth(motion)
-            self._lay_blinks(motion, self._next_frame)
+            if self.config.blink_process:
+                self._lay_blinks(motion, self._next_frame)
             out.append(motion)
             self._next_frame += n
         self._trim()

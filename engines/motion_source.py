@@ -43,7 +43,9 @@ class MotionConfig:
     mouth_audio_scale on the mouth channels (speech fixes the lips: strong
     guidance makes closures and openings decisive), audio_scale on every other
     channel (speech only suggests head and brow motion: strong guidance there
-    makes it jittery), controls_scale on the controls.
+    makes it jittery), controls_scale on the controls. blink_process: lay the
+    baseline's seeded blinks over the learned eyelids (the sampler alone hardly
+    ever starts a blink).
     """
 
     kind: str = "learned"
@@ -53,6 +55,7 @@ class MotionConfig:
     audio_scale: float = 1.0
     mouth_audio_scale: float = 4.0
     controls_scale: float = 1.0
+    blink_process: bool = True
     features: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
 

@@ -38,6 +38,20 @@ def test_environment_then_flags() -> None:
     assert config.max_sessions == 4  # a flag left unset keeps the default
 
 
+def test_motion_source_from_environment_then_flags() -> None:
+    assert load_config({}).session.motion.kind == "learned"
+    assert load_config({}).session.motion.checkpoint is None
+    env = {"FACECAST_MOTION": "baseline", "FACECAST_MOTION_CHECKPOINT": "/m/a.safetensors"}
+    config = load_config(env)
+    assert config.session.motion.kind == "baseline"
+    assert config.session.motion.checkpoint == Path("/m/a.safetensors")
+    flagged = load_config(env, motion="learned", checkpoint=Path("/m/b.safetensors"))
+    assert flagged.session.motion.kind == "learned"
+    assert flagged.session.motion.checkpoint == Path("/m/b.safetensors")
+    with pytest.raises(ValueError, match="motion must be one of learned, baseline"):
+        load_config({"FACECAST_MOTION": "puppet"})
+
+
 def test_bad_settings_say_what_to_do() -> None:
     with pytest.raises(ValueError, match="FACECAST_ICE_SERVERS must be JSON"):
         load_config({"FACECAST_ICE_SERVERS": "stun:oops"})

@@ -107,6 +107,14 @@ def test_cli_renders_mp3_stereo_at_40_fps(speech_path: Path, tmp_path: Path) -> 
     assert abs(len(frames) - 40 * probe_audio(mp3).duration_s) <= 2
 
 
+def test_cli_renders_with_the_baseline_on_request(speech_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "baseline.mp4"
+    result = run_cli("render", "--audio", str(speech_path), "--motion", "baseline", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    frames, _ = decode(out)
+    assert len(frames) == frame_count(round(probe_audio(speech_path).duration_s * 16000), 16000, 25)
+
+
 def test_cli_speaks_text_with_builtin_tts(tmp_path: Path) -> None:
     out = tmp_path / "hello.mp4"
     result = run_cli("render", "--text", "Hello there.", "-o", str(out))
@@ -126,6 +134,14 @@ def test_cli_speaks_text_with_builtin_tts(tmp_path: Path) -> None:
         (lambda d, s: ["--audio", str(d / "notes.txt")], "could not decode"),
         (lambda d, s: ["--audio", str(d / "missing.wav")], "does not exist"),
         (lambda d, s: ["--audio", str(s), "--fps", "0"], "fps"),
+        (
+            lambda d, s: ["--audio", str(s), "--checkpoint", str(d / "none.safetensors")],
+            "no motion checkpoint at .*none.safetensors; train one with `facecast train`",
+        ),
+        (
+            lambda d, s: ["--audio", str(s), "--checkpoint", str(d / "notes.txt")],
+            "not a readable safetensors file",
+        ),
     ],
 )
 def test_cli_bad_input_gives_a_clear_error_and_no_file(
