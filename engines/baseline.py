@@ -125,7 +125,8 @@ class BlinkProcess:
 
     Draws from a generator the caller owns, so the baseline's one random stream
     keeps its order. The learned source lays it over its own eyelids: few-step
-    diffusion sampling averages rare, short events like a blink onset away
+    diffusion sampling averages rare, short events like a blink onset away, so
+    the sampler alone blinks at about half a person's rate
     (benchmarks/results/bench_motion.md measures it).
     """
 

@@ -16,10 +16,11 @@ Digital silence: training audio always carries a noise floor, and the log-mel
 of exact zeros lies far outside it (the head then twitches), so a seeded dither
 at -80 dBFS goes under the audio before its features.
 
-Blinks: the sampler does not start blinks by itself (few-step sampling
-averages a rare, short event away; bench_motion measures it), so the seeded
-BlinkProcess of the baseline closes the lids over the sampled motion; the
-model's own lid movement (squints, emotion) stays where it is larger.
+Blinks: few-step sampling averages a rare, short event like a blink onset
+away (alone the live sampler blinks about 10 times a minute in silence, half a
+person's rate; bench_motion measures it), so the seeded BlinkProcess of the
+baseline closes the lids over the sampled motion too; the model's own lid
+movement (its blinks, squints, emotion) stays where it is larger.
 
 Latency (algorithmic): the features' 40 ms look-ahead + the encoder's one
 model frame + (heard_frames - 1) model frames, + one model frame when the

@@ -44,8 +44,8 @@ class MotionConfig:
     guidance makes closures and openings decisive), audio_scale on every other
     channel (speech only suggests head and brow motion: strong guidance there
     makes it jittery), controls_scale on the controls. blink_process: lay the
-    baseline's seeded blinks over the learned eyelids (the sampler alone hardly
-    ever starts a blink).
+    baseline's seeded blinks over the learned eyelids (the sampler alone blinks
+    at about half a person's rate).
     """
 
     kind: str = "learned"
