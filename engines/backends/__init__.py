@@ -1,0 +1,19 @@
+"""Inference backends: one small interface over torch, onnxruntime (and later TensorRT).
+
+Every neural stage is a graph with named inputs and outputs (the ONNX tensor
+names); a backend runs it: `run(feeds) -> outputs`, both dicts keyed by those
+names. The same contract test runs over every backend that is installed.
+"""
+
+from .base import InferenceBackend, TensorSpec
+from .denoiser import BackendDenoiser
+from .onnxruntime_backend import OnnxRuntimeBackend
+from .torch_backend import TorchBackend
+
+__all__ = [
+    "BackendDenoiser",
+    "InferenceBackend",
+    "OnnxRuntimeBackend",
+    "TensorSpec",
+    "TorchBackend",
+]

@@ -1,0 +1,42 @@
+"""The torch backend: the module itself, on CPU or CUDA."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from .base import InferenceBackend, TensorSpec
+
+__all__ = ["TorchBackend"]
+
+
+class TorchBackend(InferenceBackend):
+    """module(*inputs in input_spec order) -> outputs in output_spec order."""
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
+        device: str = "cpu",
+    ) -> None:
+        self.module = module.eval().to(device)
+        self.device = torch.device(device)
+        self._inputs, self._outputs = inputs, outputs
+
+    @property
+    def input_spec(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def output_spec(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
+    @torch.inference_mode()
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [torch.from_numpy(np.asarray(feeds[s.name])).to(self.device) for s in self._inputs]
+        result = self.module(*args)
+        values = result if isinstance(result, tuple) else (result,)
+        return {s.name: v.cpu().numpy() for s, v in zip(self._outputs, values, strict=True)}
