@@ -104,12 +104,8 @@ class LearnedMotion(MotionSource):
             seed=seed,
         )
         self._seed = seed
-        self._new_stream()
         self._context = self.model.encoder.context_frames
-        self._rows = np.zeros((0, self.model.config.feature_dim), np.float32)  # kept tail
-        self._rows_start = 0  # model frame index of self._rows[0]
-        self._next_frame = 0  # first model frame not sampled yet
-        self._resampler = _Resampler(self.model_fps, self.fps)
+        self._new_stream()
 
     @property
     def latency_s(self) -> float:
@@ -129,14 +125,16 @@ class LearnedMotion(MotionSource):
         end = self._rows_start + len(self._rows)
         motion = self._sample_until(end, self.heard_frames, final=True)
         out = self._resampler.push(motion, final=True)
-        self._rows = self._rows[:0]
-        self._rows_start = self._next_frame = 0
-        self._resampler = _Resampler(self.model_fps, self.fps)
         self._new_stream()
         return out
 
     def _new_stream(self) -> None:
-        """Seeded per-stream processes: blinks, dither, smoothing."""
+        """Every piece of per-stream state, fresh: the next push starts at frame 0."""
+        self._rows = np.zeros((0, self.model.config.feature_dim), np.float32)  # kept tail
+        self._rows_start = 0  # model frame index of self._rows[0]
+        self._next_frame = 0  # first model frame not sampled yet
+        self._resampler = _Resampler(self.model_fps, self.fps)
+        self.sampler.reset(self._seed)
         self._blinks = BlinkProcess(
             self.config.baseline, self.model_fps, np.random.default_rng([self._seed, 1])
         )

@@ -249,16 +249,10 @@ def diffusion_loss(
     unheard = torch.arange(w)[None] >= heard[:, None]  # BxW
     drop_audio = (unheard | drops[0][:, None]).to(x0.device)
     drop_rest = [d.to(x0.device) for d in drops[1:]]
-    out = denoiser(
-        scheduler.add_noise(x0, noise, t.to(x0.device)),
-        t.to(x0.device),
-        audio,
-        prev,
-        controls,
-        drop_audio,
-        *drop_rest,
-    )
-    return nn.functional.mse_loss(out, scheduler.training_target(x0, noise, t.to(x0.device)))
+    t = t.to(x0.device)
+    x_t = scheduler.add_noise(x0, noise, t)
+    out = denoiser(x_t, t, audio, prev, controls, drop_audio, *drop_rest)
+    return nn.functional.mse_loss(out, scheduler.training_target(x0, noise, t))
 
 
 class MotionSampler:

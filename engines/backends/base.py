@@ -23,13 +23,16 @@ class TensorSpec:
 class InferenceBackend(abc.ABC):
     """Runs one graph. Feeds and outputs are numpy arrays keyed by tensor name."""
 
-    @property
-    @abc.abstractmethod
-    def input_spec(self) -> tuple[TensorSpec, ...]: ...
+    def __init__(self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
+        self._inputs, self._outputs = inputs, outputs
 
     @property
-    @abc.abstractmethod
-    def output_spec(self) -> tuple[TensorSpec, ...]: ...
+    def input_spec(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def output_spec(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
 
     @abc.abstractmethod
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -34,16 +34,10 @@ class OnnxRuntimeBackend(InferenceBackend):
             )
         self.path = Path(path)
         self.session = ort.InferenceSession(str(self.path), providers=chosen)
-        self._inputs = tuple(_spec(arg) for arg in self.session.get_inputs())
-        self._outputs = tuple(_spec(arg) for arg in self.session.get_outputs())
-
-    @property
-    def input_spec(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_spec(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
+        super().__init__(
+            tuple(_spec(arg) for arg in self.session.get_inputs()),
+            tuple(_spec(arg) for arg in self.session.get_outputs()),
+        )
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(None, {k: np.asarray(v) for k, v in feeds.items()})

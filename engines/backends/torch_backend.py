@@ -22,17 +22,9 @@ class TorchBackend(InferenceBackend):
         outputs: tuple[TensorSpec, ...],
         device: str = "cpu",
     ) -> None:
+        super().__init__(inputs, outputs)
         self.module = module.eval().to(device)
         self.device = torch.device(device)
-        self._inputs, self._outputs = inputs, outputs
-
-    @property
-    def input_spec(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def output_spec(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     @torch.inference_mode()
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
