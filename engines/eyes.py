@@ -37,7 +37,7 @@ def eye_offsets(
 ) -> torch.Tensor:
     """Offsets to add to output positions before reading the warped portrait.
 
-    points: (1, h, w, 2) output positions in crop pixels (a window around the eye).
+    points: (1 or B, h, w, 2) output positions in crop pixels (a window around the eye).
     landmarks: (B, 478, 2) landmarks as they appear in the output.
     blink: (B, 2) closure of the right and left eye in [0, 1].
     gaze: (B, 2) gaze yaw, pitch in radians.

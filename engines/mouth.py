@@ -37,7 +37,7 @@ def mouth_interior(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Coverage and colour of the open mouth.
 
-    points: (1, H, W, 2) output pixel centres; landmarks: (B, 478, 2) as rendered;
+    points: (1 or B, H, W, 2) output pixel centres; landmarks: (B, 478, 2) as rendered;
     palette: (3, 3) from mouth_palette; pixel: output pixel size (antialiasing width).
     Returns alpha (B, 1, H, W) in [0, 1] and colour (B, 3, H, W).
     """

@@ -29,7 +29,7 @@ from .eyes import eye_offsets
 from .mesh import NUM_FACE_VERTICES
 from .motion_space import EXPRESSION_NAMES, MOTION_DIM, POSE_NAMES, index_of
 from .mouth import mouth_interior, mouth_palette
-from .warp_ops import pixel_grid, roi_corner, rotation_matrix, sample_at
+from .warp_ops import pixel_grid, rotation_matrix, sample_at, window_index, window_origin
 
 __all__ = ["RendererConfig", "FaceRenderer"]
 
@@ -131,33 +131,33 @@ class FaceRenderer(nn.Module):
 
     def _eye_offsets(self, landmarks: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         """Lid and gaze offsets (B, R, R, 2), non-zero only in a window around each eye."""
-        b, r = motion.shape[0], self.field_size
+        b, r, side = motion.shape[0], self.field_size, self.eye_window
         pixel = self.image_size / r
-        offsets = torch.zeros(b, r, r, 2, device=motion.device)
-        side = self.eye_window
         radius = self.iris_radius * motion[:, 5:6]
-        for i in range(b):
-            for eye, iris in enumerate((fl.RIGHT_IRIS[0], fl.LEFT_IRIS[0])):
-                x0, y0 = roi_corner(landmarks[i, iris] / pixel, side, r)
-                window = self.field_points[:, y0 : y0 + side, x0 : x0 + side]
-                offsets[i, y0 : y0 + side, x0 : x0 + side] += eye_offsets(
-                    window, landmarks[i : i + 1], motion[i : i + 1, _BLINK],
-                    motion[i : i + 1, _GAZE], radius[i : i + 1], pixel, eye,
-                )[0]  # fmt: skip
-        return offsets
+        offsets = torch.zeros_like(self.field_points.reshape(1, r * r, 2).expand(b, -1, -1))
+        for eye, iris in enumerate((fl.RIGHT_IRIS[0], fl.LEFT_IRIS[0])):
+            origin = window_origin(landmarks[:, iris] / pixel, side, r)
+            points = self.field_points[:, :side, :side] + origin[:, None, None, :] * pixel
+            window = eye_offsets(
+                points, landmarks, motion[:, _BLINK], motion[:, _GAZE], radius, pixel, eye
+            )
+            index = window_index(origin, side, r)[..., None].expand(-1, -1, 2)
+            # Added, not written: the two windows may overlap between close-set eyes.
+            offsets = offsets.scatter_add(1, index, window.reshape(b, side * side, 2))
+        return offsets.view(b, r, r, 2)
 
     def _paint_mouth(self, frames: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
         """Paint the interior where the lips part, in a window around the mouth."""
-        side = self.mouth_window
-        out = frames.clone()
-        for i in range(frames.shape[0]):
-            centre = 0.5 * (landmarks[i, 13] + landmarks[i, 14])
-            x0, y0 = roi_corner(centre, side, self.image_size)
-            window = self.output_points[:, y0 : y0 + side, x0 : x0 + side]
-            alpha, colour = mouth_interior(window, landmarks[i : i + 1], self.palette, 1.0)
-            region = out[i : i + 1, :, y0 : y0 + side, x0 : x0 + side]
-            out[i : i + 1, :, y0 : y0 + side, x0 : x0 + side] = torch.lerp(region, colour, alpha)
-        return out
+        b, s, side = frames.shape[0], self.image_size, self.mouth_window
+        centre = 0.5 * (landmarks[:, 13] + landmarks[:, 14])
+        origin = window_origin(centre, side, s)
+        points = self.output_points[:, :side, :side] + origin[:, None, None, :]
+        alpha, colour = mouth_interior(points, landmarks, self.palette, 1.0)
+        index = window_index(origin, side, s)[:, None, :].expand(-1, 3, -1)
+        flat = frames.reshape(b, 3, s * s)
+        region = flat.gather(2, index)
+        painted = torch.lerp(region, colour.reshape(b, 3, -1), alpha.reshape(b, 1, -1))
+        return flat.scatter(2, index, painted).view(b, 3, s, s)
 
     def _apply_pose(self, points: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
         """Rigid head motion of points (B, N, 3) by pose (B, 6) about the pivot."""

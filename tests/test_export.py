@@ -1,4 +1,4 @@
-"""ONNX export of the motion model: parity with torch, and one contract over every backend."""
+"""ONNX export of the three stages: parity with torch, and one contract over every backend."""
 
 from __future__ import annotations
 
@@ -10,18 +10,12 @@ import torch
 
 from engines.backends import BackendDenoiser, OnnxRuntimeBackend
 from engines.errors import BackendUnavailableError
+from engines.face_encoder import FaceEncoder, FaceEncoderConfig
 from engines.learned_motion import default_motion_model
 from engines.motion_model import MotionSampler
-from export.onnx_export import (
-    DENOISER,
-    ENCODER,
-    example_feeds,
-    export_motion_model,
-    main,
-    motion_backends,
-    motion_specs,
-    parity,
-)
+from engines.onnx_graphs import DENOISER, ENCODER, RENDERER, example_feeds
+from engines.renderer import FaceRenderer
+from export.onnx_export import export_all, main, parity, stage_backends, stage_specs
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 pytest.importorskip("onnx", reason="the onnx extra is not installed")
@@ -34,26 +28,32 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def onnx_paths(model, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return export_motion_model(model, tmp_path_factory.mktemp("onnx"))
+def renderer(tmp_path_factory: pytest.TempPathFactory) -> FaceRenderer:
+    cache = tmp_path_factory.mktemp("avatars")
+    return FaceRenderer(FaceEncoder(FaceEncoderConfig(cache_dir=cache)).encode(None))
 
 
-def test_onnxruntime_matches_torch_within_tolerance(model, onnx_paths) -> None:
-    errors = parity(model, onnx_paths)
-    assert set(errors) == {ENCODER, DENOISER}
+@pytest.fixture(scope="module")
+def onnx_paths(model, renderer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return export_all(model, renderer, tmp_path_factory.mktemp("onnx"))
+
+
+def test_onnxruntime_matches_torch_within_tolerance(model, renderer, onnx_paths) -> None:
+    errors = parity(model, renderer, onnx_paths)
+    assert set(errors) == {ENCODER, DENOISER, RENDERER}
     assert all(0.0 <= e <= TOLERANCE for e in errors.values()), errors
 
 
 @pytest.mark.parametrize("backend_name", ["torch-cpu", "onnxruntime-cpu"])
-def test_backend_contract(model, onnx_paths, backend_name: str) -> None:
+def test_backend_contract(model, renderer, onnx_paths, backend_name: str) -> None:
     """The same checks over every backend: specs, dynamic sizes, validation, determinism."""
-    backends = motion_backends(model, onnx_paths)[backend_name]
-    for stage, (inputs, outputs) in motion_specs(model).items():
+    backends = stage_backends(model, renderer, onnx_paths)[backend_name]
+    for stage, (inputs, outputs) in stage_specs(model, renderer).items():
         backend = backends[stage]
         assert [s.name for s in backend.input_spec] == [s.name for s in inputs]
         assert [s.name for s in backend.output_spec] == [s.name for s in outputs]
-        for size in (1, 5):  # a dynamic batch (denoiser) or length (encoder)
-            kwargs = {"batch": size} if stage == DENOISER else {"frames": 10 * size}
+        for size in (1, 4):  # a dynamic batch (denoiser, renderer) or length (encoder)
+            kwargs = {"frames": 10 * size} if stage == ENCODER else {"batch": size}
             feeds = example_feeds(inputs, seed=size, **kwargs)
             out = backend.run(feeds)
             again = backend.run(feeds)
@@ -92,8 +92,13 @@ def test_unavailable_provider_says_what_is_there(onnx_paths) -> None:
         OnnxRuntimeBackend(onnx_paths[DENOISER], providers=("NoSuchExecutionProvider",))
 
 
-def test_export_command_reports_parity(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_export_command_reports_parity(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACECAST_CACHE_DIR", str(tmp_path / "avatars"))
     assert main(["-o", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "audio_encoder.onnx: max abs error vs torch" in printed and "(ok)" in printed
-    assert (tmp_path / "motion_denoiser.onnx").stat().st_size > 1_000_000
+    for stage in (ENCODER, DENOISER, RENDERER):
+        assert f"{stage}.onnx: max abs error vs torch" in printed
+        assert (tmp_path / f"{stage}.onnx").stat().st_size > 100_000
+    assert printed.count("(ok)") == 3
