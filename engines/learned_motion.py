@@ -48,6 +48,7 @@ from .checkpoint import MotionModel, load_motion_model
 from .motion_model import MotionSampler
 from .motion_source import MotionConfig, MotionSource
 from .smoothing import OneEuroFilter
+from .stages import BackendConfig, motion_stages
 from .types import AudioChunk, AudioFeatures, MotionWindow
 from .visemes import MOUTH_CHANNELS
 
@@ -86,15 +87,17 @@ class LearnedMotion(MotionSource):
         fps: float,
         seed: int = 0,
         model: MotionModel | None = None,
+        backend: BackendConfig | None = None,
     ) -> None:
         self.config = config
         self.model = model or default_motion_model(config.checkpoint)
+        self.stages = motion_stages(self.model, backend or BackendConfig())
         self.model_fps = self.model.fps
         super().__init__(fps, control_fps=self.model_fps)  # conditioned per model frame
         self.heard_frames = min(config.heard_frames, self.model.window)
         self.extractor = AudioFeatureExtractor(config.features, self.model_fps)
         self.sampler = MotionSampler(
-            self.model.denoiser,
+            self.stages.denoiser,
             normalizer=self.model.normalizer,
             window=self.model.window,
             prefix=self.model.prefix,
@@ -184,7 +187,7 @@ class LearnedMotion(MotionSource):
         hi = first + n + self.model.encoder.lookahead_frames - self._rows_start
         window = torch.from_numpy(self._rows[lo:hi])[None]  # 1xTxF
         offset = first - self._rows_start - lo
-        return self.model.encoder(window)[:, offset : offset + n]
+        return self.stages.encoder(window)[:, offset : offset + n]
 
     def _trim(self) -> None:
         """Forget feature rows no future frame's receptive field reaches."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,6 +26,9 @@ from .audio_features import AudioFeatureConfig, AudioFeatureExtractor
 from .baseline import BaselineConfig, ProceduralMotionSource
 from .controls import ControlMixer, Controls, apply_control_state, control_state
 from .types import AudioChunk, AudioFeatures, MotionWindow
+
+if TYPE_CHECKING:  # engines.stages loads torch and the renderer; the baseline needs neither
+    from .stages import BackendConfig
 
 __all__ = ["MOTION_KINDS", "MotionConfig", "MotionSource", "BaselineMotion", "open_motion_source"]
 
@@ -130,10 +134,13 @@ def _settled(motion: np.ndarray, controls: Controls) -> np.ndarray:
     return apply_control_state(motion, control_state(controls)[None])[0]
 
 
-def open_motion_source(config: MotionConfig, fps: float, seed: int = 0) -> MotionSource:
-    """The source config.kind names; the learned one loads its checkpoint once per process."""
+def open_motion_source(
+    config: MotionConfig, fps: float, seed: int = 0, backend: BackendConfig | None = None
+) -> MotionSource:
+    """The source config.kind names; the learned one loads its checkpoint once per process
+    and runs its networks on backend (default torch-cpu). The baseline has no network."""
     if config.kind == "baseline":
         return BaselineMotion(config, fps, seed)
     from .learned_motion import LearnedMotion  # imports this module: resolved at call time
 
-    return LearnedMotion(config, fps, seed)
+    return LearnedMotion(config, fps, seed, backend=backend)

@@ -142,6 +142,7 @@ def export_graph(module: torch.nn.Module, specs: Specs, path: Path, batch: int =
     # shape the specs allow, so the traced constants are right.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
         torch.onnx.export(
             module.eval(),
             args,
@@ -200,6 +201,7 @@ def cached_graph(path: Path, export: Callable[[Path], object]) -> Path:
     os.close(handle)
     try:
         export(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared like the avatars
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

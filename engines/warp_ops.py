@@ -119,7 +119,7 @@ def to_frame(
 
 
 def window_origin(centre: torch.Tensor, side: int, limit: int) -> torch.Tensor:
-    """Top-left (x, y) (B, 2) int64 of side x side windows centred near centre (B, 2), inside [0, limit).
+    """Top-left corners (B, 2) int64 (x, y) of side-wide windows centred near centre (B, 2).
 
     Eyes and mouth are small: working on a window around them instead of the
     whole frame cuts their cost about twenty-fold on CPU. The corner stays a

@@ -109,7 +109,13 @@ def _add_misc_routes(app: FastAPI, state: ServerState, protected: list) -> None:
 
     @app.get("/api/health", dependencies=protected)
     async def health() -> dict[str, object]:
-        return {"status": "ok", "sessions": len(state.sessions)}
+        session = state.config.session
+        return {
+            "status": "ok",
+            "sessions": len(state.sessions),
+            "backend": session.backend.name,
+            "motion": session.motion.kind,
+        }
 
     @app.get("/metrics", dependencies=protected, response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

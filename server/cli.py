@@ -13,6 +13,7 @@ from pathlib import Path
 from engines.errors import FacecastError
 from engines.face_encoder import FaceEncoder
 from engines.motion_source import MOTION_KINDS
+from engines.stages import BACKEND_NAMES, BackendConfig, check_backend
 
 from .offline import RenderJobConfig, render_to_mp4
 from .tts import synthesize_speech
@@ -55,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
         "--session-idle-timeout", type=float, help="close unwatched sessions after N s"
     )
     serve.add_argument(
-        "--render-budget-ms", type=float, help="render time per frame before it is due (80)"
+        "--render-budget-ms",
+        type=float,
+        help="render time per frame before it is due (80 on CPU, 20 on GPU backends)",
     )
     serve.add_argument(
         "--jitter-buffer-ms", type=float, help="streamed speech queued before it starts (40)"
@@ -93,6 +96,11 @@ def _motion_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint", type=Path, help="motion checkpoint from `facecast train` (default: shipped)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_NAMES,
+        help="where the networks run (default torch-cpu; GPU ones need facecast[gpu])",
     )
 
 
@@ -136,7 +144,9 @@ def _render(args: argparse.Namespace) -> None:
         motion = dataclasses.replace(
             defaults, kind=args.motion or defaults.kind, checkpoint=args.checkpoint
         )
-        config = RenderJobConfig(fps=args.fps, seed=args.seed, motion=motion)
+        backend = BackendConfig(args.backend or "torch-cpu")
+        check_backend(backend.name)
+        config = RenderJobConfig(fps=args.fps, seed=args.seed, motion=motion, backend=backend)
         report = render_to_mp4(audio, args.output, args.portrait, config)
     for note in report.notes:
         print(f"note: {note}")
@@ -181,7 +191,9 @@ def _serve(args: argparse.Namespace) -> None:
         jitter_buffer_s=_seconds(args.jitter_buffer_ms),
         motion=args.motion,
         checkpoint=args.checkpoint,
+        backend=args.backend,
     )
+    check_backend(config.session.backend.name)
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_token is None:
         logger.warning(
             "listening on %s without FACECAST_API_TOKEN: anyone can connect", config.host

@@ -15,6 +15,7 @@ from pathlib import Path
 from engines.face_encoder import FaceEncoderConfig, default_cache_dir
 from engines.motion_source import MOTION_KINDS, MotionConfig
 from engines.renderer import RendererConfig
+from engines.stages import BACKEND_NAMES, BackendConfig
 
 __all__ = ["IceServer", "SessionConfig", "ServerConfig", "load_config", "MAX_FPS"]
 
@@ -43,8 +44,9 @@ class SessionConfig:
     # Time a frame has from its audio being complete to its due time. Two frames
     # at 25 fps: a CPU render takes 25-45 ms on a shared 2-core VM and one frame
     # of budget dropped a fifth of the frames (benchmarks/results/bench_sessions.md).
-    # A GPU renders in a few ms: lower it there for less latency.
-    render_budget_s: float = 0.08
+    # A GPU renders in a few ms: None takes 80 ms on the CPU backends and 20 ms
+    # on the GPU ones (see render_budget).
+    render_budget_s: float | None = None
     # A streamed utterance starts playing once this much of it is queued (or it
     # ended): absorbs network jitter without gaps mid-word.
     jitter_buffer_s: float = 0.04
@@ -54,10 +56,19 @@ class SessionConfig:
     max_buffered_frames: int = 16
     renderer: RendererConfig = field(default_factory=RendererConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
+    # Where the audio encoder, denoiser and renderer run (engines.stages).
+    backend: BackendConfig = field(default_factory=BackendConfig)
 
     def __post_init__(self) -> None:
         if not 1 <= self.fps <= MAX_FPS:
             raise ValueError(f"fps must be between 1 and {MAX_FPS}, got {self.fps}")
+
+    @property
+    def render_budget(self) -> float:
+        """render_budget_s, or its default for the backend: 80 ms on CPU, 20 ms on a GPU."""
+        if self.render_budget_s is not None:
+            return self.render_budget_s
+        return 0.02 if self.backend.on_gpu else 0.08
 
 
 @dataclass(frozen=True)
@@ -127,17 +138,28 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
     if "FACECAST_DATA_DIR" in env:
         values["data_dir"] = Path(env["FACECAST_DATA_DIR"])
     motion = _motion_config(env, overrides.pop("motion", None), overrides.pop("checkpoint", None))
+    backend = _backend_config(env, overrides.pop("backend", None))
     session_keys = ("fps", "seed", "render_budget_s", "jitter_buffer_s")
     session_values = {k: overrides.pop(k) for k in session_keys if k in overrides}
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = ServerConfig(**values)  # type: ignore[arg-type]
     session_values = {k: v for k, v in session_values.items() if v is not None}
     session_values["motion"] = motion
+    session_values["backend"] = backend
     if session_values:
         config = replace(config, session=replace(config.session, **session_values))
     if config.max_sessions < 1:
         raise ValueError(f"max_sessions must be at least 1, got {config.max_sessions}")
     return config
+
+
+def _backend_config(env: Mapping[str, str], name: object) -> BackendConfig:
+    """FACECAST_BACKEND, then the --backend flag; FACECAST_ENGINE_CACHE_DIR moves the graphs."""
+    name = name or env.get("FACECAST_BACKEND") or "torch-cpu"
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {name!r}")
+    cache = env.get("FACECAST_ENGINE_CACHE_DIR")
+    return BackendConfig(name=str(name), cache_dir=Path(cache) if cache else None)
 
 
 def _motion_config(env: Mapping[str, str], kind: object, checkpoint: object) -> MotionConfig:

@@ -20,7 +20,8 @@ from engines.audio_io import iter_audio
 from engines.avatar import Avatar
 from engines.face_encoder import FaceEncoder, FaceEncoderConfig
 from engines.motion_source import MotionConfig, open_motion_source
-from engines.renderer import FaceRenderer, RendererConfig
+from engines.renderer import RendererConfig
+from engines.stages import BackendConfig, FrameRenderer, frame_renderer
 from engines.types import MotionWindow
 
 from .mp4_output import Mp4Writer
@@ -46,6 +47,7 @@ class RenderJobConfig:
     # (heard_frames is capped at the model's window), which lets the lips
     # anticipate the next sound as people's do.
     motion: MotionConfig = field(default_factory=lambda: MotionConfig(heard_frames=64))
+    backend: BackendConfig = field(default_factory=BackendConfig)
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,8 @@ def render_to_mp4(
 def _render(
     avatar: Avatar, feature_audio, output_audio, path: Path, config: RenderJobConfig
 ) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-    renderer = FaceRenderer(avatar, config.renderer)
-    motion = open_motion_source(config.motion, config.fps, seed=config.seed)
+    renderer = frame_renderer(avatar, config.renderer, config.backend)
+    motion = open_motion_source(config.motion, config.fps, seed=config.seed, backend=config.backend)
     frames = samples = 0
     with Mp4Writer(path, config.fps, width=avatar.image_size, height=avatar.image_size) as writer:
         for chunk, out_chunk in itertools.zip_longest(feature_audio, output_audio):
@@ -111,7 +113,7 @@ def _render(
 
 
 def _emit(
-    window: MotionWindow, renderer: FaceRenderer, writer: Mp4Writer, config: RenderJobConfig
+    window: MotionWindow, renderer: FrameRenderer, writer: Mp4Writer, config: RenderJobConfig
 ) -> int:
     if len(window) == 0:
         return 0

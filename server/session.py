@@ -23,7 +23,7 @@ import torch
 from engines.avatar import Avatar
 from engines.controls import Controls
 from engines.motion_source import open_motion_source
-from engines.renderer import FaceRenderer
+from engines.stages import frame_renderer
 from engines.types import AudioChunk
 
 from .audio_ingest import FEATURE_RATE, PLAYBACK_RATE, Downsampler
@@ -46,7 +46,7 @@ def playout_delay_s(config: SessionConfig, motion_latency_s: float) -> float:
     """Audio-to-frame floor: motion look-ahead + one tick of pacing + the render budget."""
     if config.playout_delay_s is not None:
         return config.playout_delay_s
-    return motion_latency_s + 1.0 / config.fps + config.render_budget_s
+    return motion_latency_s + 1.0 / config.fps + config.render_budget
 
 
 class _MotionPipeline:
@@ -54,8 +54,10 @@ class _MotionPipeline:
 
     def __init__(self, avatar: Avatar, config: SessionConfig) -> None:
         self.downsampler = Downsampler()
-        self.motion = open_motion_source(config.motion, config.fps, seed=config.seed)
-        self.renderer = FaceRenderer(avatar, config.renderer)
+        self.motion = open_motion_source(
+            config.motion, config.fps, seed=config.seed, backend=config.backend
+        )
+        self.renderer = frame_renderer(avatar, config.renderer, config.backend)
         self._feature_pts = 0
 
     def step(
@@ -263,7 +265,9 @@ class Session:
 
     async def set_portrait(self, avatar: Avatar, portrait_id: str) -> None:
         def swap() -> None:
-            self._pipeline.renderer = FaceRenderer(avatar, self.config.renderer)
+            self._pipeline.renderer = frame_renderer(
+                avatar, self.config.renderer, self.config.backend
+            )
 
         await asyncio.get_running_loop().run_in_executor(self._executor, swap)
         self.portrait_id = portrait_id

@@ -12,8 +12,9 @@ from starlette.requests import HTTPConnection
 
 from engines.avatar import Avatar
 from engines.face_encoder import FaceEncoder
+from engines.motion_source import open_motion_source
 from engines.motion_space import neutral_motion
-from engines.renderer import FaceRenderer
+from engines.stages import frame_renderer
 
 from .config import ServerConfig
 from .metrics import ServerMetrics
@@ -27,9 +28,12 @@ __all__ = ["ServerState", "UnknownPeerError", "state_of"]
 logger = logging.getLogger(__name__)
 
 
-def _warm_renderer(avatar: Avatar, config: ServerConfig) -> None:
+def _warm_engines(avatar: Avatar, config: ServerConfig) -> None:
+    """Load the motion model and render one frame: graph backends export (or find) their graphs."""
+    session = config.session
     with torch.inference_mode():
-        FaceRenderer(avatar, config.session.renderer).render(neutral_motion(1))
+        open_motion_source(session.motion, session.fps, backend=session.backend)
+        frame_renderer(avatar, session.renderer, session.backend).render(neutral_motion(1))
 
 
 class UnknownPeerError(KeyError):
@@ -61,7 +65,7 @@ class ServerState:
         # first session starts in milliseconds instead of waiting ~1 s.
         avatar = await self.portraits.avatar(BUILTIN_PORTRAIT_ID)
         # torch's first forward pass allocates and plans; pay for it before any user waits.
-        await asyncio.get_running_loop().run_in_executor(None, _warm_renderer, avatar, self.config)
+        await asyncio.get_running_loop().run_in_executor(None, _warm_engines, avatar, self.config)
         self.sessions.start_reaper()
         logger.info("facecast ready on http://%s:%d", self.config.host, self.config.port)
 

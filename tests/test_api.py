@@ -227,6 +227,8 @@ def test_api_token_protects_every_endpoint() -> None:
         pass
     assert refused.value.code == 1008
     assert client.get("/api/portraits?token=s3cret").status_code == 200
+    health = client.get("/api/health", headers={"Authorization": "Bearer s3cret"}).json()
+    assert health["backend"] == "torch-cpu" and health["motion"] == "learned"
     assert (
         client.get("/api/portraits", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     )

@@ -52,6 +52,17 @@ def test_motion_source_from_environment_then_flags() -> None:
         load_config({"FACECAST_MOTION": "puppet"})
 
 
+def test_backend_from_environment_then_flags() -> None:
+    assert load_config({}).session.backend.name == "torch-cpu"
+    env = {"FACECAST_BACKEND": "onnxruntime", "FACECAST_ENGINE_CACHE_DIR": "/c/engines"}
+    config = load_config(env)
+    assert config.session.backend.name == "onnxruntime"
+    assert config.session.backend.graph_dir == Path("/c/engines")
+    assert load_config(env, backend="tensorrt").session.backend.name == "tensorrt"
+    with pytest.raises(ValueError, match="backend must be one of torch-cpu"):
+        load_config({"FACECAST_BACKEND": "cuda"})
+
+
 def test_bad_settings_say_what_to_do() -> None:
     with pytest.raises(ValueError, match="FACECAST_ICE_SERVERS must be JSON"):
         load_config({"FACECAST_ICE_SERVERS": "stun:oops"})
@@ -64,5 +75,7 @@ def test_bad_settings_say_what_to_do() -> None:
 def test_playout_delay_is_look_ahead_plus_tick_plus_render_budget() -> None:
     config = load_config({}, fps=25).session
     assert playout_delay_s(config, 0.04) == pytest.approx(0.04 + 0.04 + 0.08)
-    fast = load_config({}, fps=40, render_budget_s=0.02).session
-    assert playout_delay_s(fast, 0.04) == pytest.approx(0.04 + 0.025 + 0.02)
+    fast = load_config({}, fps=40, render_budget_s=0.03).session
+    assert playout_delay_s(fast, 0.04) == pytest.approx(0.04 + 0.025 + 0.03)
+    on_gpu = load_config({}, fps=25, backend="torch-cuda").session
+    assert playout_delay_s(on_gpu, 0.08) == pytest.approx(0.08 + 0.04 + 0.02)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from engines.audio_features import frame_count
 from engines.audio_io import probe_audio
@@ -113,6 +115,37 @@ def test_cli_renders_with_the_baseline_on_request(speech_path: Path, tmp_path: P
     assert result.returncode == 0, result.stderr
     frames, _ = decode(out)
     assert len(frames) == frame_count(round(probe_audio(speech_path).duration_s * 16000), 16000, 25)
+
+
+def test_cli_renders_on_the_onnxruntime_backend_like_torch(
+    speech_path: Path, tmp_path: Path, speech_video
+) -> None:
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    out = tmp_path / "ort.mp4"
+    env = {**os.environ, "FACECAST_ENGINE_CACHE_DIR": str(tmp_path / "engines")}
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "render", "--audio", str(speech_path),
+         "--backend", "onnxruntime", "-o", str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "engines").glob("*.onnx"))) == 3
+    frames, _ = decode(out)
+    reference = speech_video[1]
+    assert len(frames) == len(reference)
+    pairs = zip(frames, reference, strict=True)
+    worst = max(float(np.mean((a.astype(float) - b) ** 2)) for a, b in pairs)
+    assert 10 * np.log10(255**2 / max(worst, 1e-9)) > 35  # dB: the same video, re-encoded
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cli_refuses_a_gpu_backend_without_a_gpu(speech_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "never.mp4"
+    result = run_cli(
+        "render", "--audio", str(speech_path), "--backend", "torch-cuda", "-o", str(out)
+    )
+    assert result.returncode == 2
+    assert "torch-cuda backend needs a CUDA GPU" in result.stderr and not out.exists()
 
 
 def test_cli_speaks_text_with_builtin_tts(tmp_path: Path) -> None:

@@ -1,0 +1,339 @@
+"""The engines on every backend, side by side: per stage, one stream, many streams.
+
+Usage: python -m benchmarks.bench_engines [--backends torch-cpu onnxruntime ...]
+                                          [--max-streams 32] [--seconds 4]
+
+Default: every backend that can run on this machine (engines.stages.check_backend
+decides; the others are listed with the reason). For each backend:
+
+- per stage p50/p95: audio encoder (one frame's receptive field), one sampler
+  step (the denoiser over 3 guidance rows), one sampled frame (4 steps plus
+  the streaming bookkeeping), the renderer (batch 1, uint8 frame on the host),
+  and H.264 encode (libx264 via Mp4Writer; the same on every backend);
+- one stream: speech pushed in 40 ms chunks through motion + renderer + encoder
+  as fast as it goes; frames per wall second and CPU cores used per stream at
+  real time (process CPU seconds / audio seconds);
+- first frame: a new stream (motion source + renderer for a cached portrait,
+  graphs already exported) to its first rendered frame;
+- audio to frame, engines only: the motion source's algorithmic look-ahead
+  plus one render at p95 (the live server adds pacing and network on top;
+  bench_audio_to_frame measures that end to end);
+- streams per device: N streams on N threads, each rendering its own frames
+  (cross-session batching on the GPU backends); the largest N whose slowest
+  stream still makes 30 (and 40) fps, doubling N then bisecting;
+- GPU memory per stream (CUDA backends): allocated by one more stream.
+
+Engines only: no pacing, no WebRTC. The render step for 25 fps speech yields
+whatever frame rate the stream asks for, so the FPS figures are capacity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks._common import (
+    finish_machine_info,
+    machine_info,
+    machine_markdown,
+    markdown_table,
+    run_and_report,
+    speech_file,
+    summarize,
+    timed_calls,
+)
+from engines.audio_io import read_audio
+from engines.errors import BackendUnavailableError
+from engines.face_encoder import FaceEncoder
+from engines.learned_motion import LearnedMotion
+from engines.motion_source import MotionConfig
+from engines.renderer import RendererConfig
+from engines.stages import BACKEND_NAMES, BackendConfig, check_backend, frame_renderer
+from engines.types import AudioChunk
+from server.mp4_output import Mp4Writer
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+RATE = 16000
+CHUNK = 640  # 40 ms: what the live server pushes per tick at 25 fps
+TARGETS = {"gpu_engines_fps": 200, "gpu_sessions_30fps": 16, "audio_to_frame_ms": 150}
+
+
+def _sync(backend: str) -> None:
+    if backend in ("torch-cuda", "tensorrt") or backend.startswith("onnxruntime-"):
+        torch.cuda.synchronize()
+
+
+class _Stream:
+    """One stream's engines: motion source + renderer, fed 40 ms chunks of a looping clip."""
+
+    def __init__(self, avatar: Any, speech: np.ndarray, backend: BackendConfig, seed: int) -> None:
+        self.motion = LearnedMotion(MotionConfig(), 25, seed=seed, backend=backend)
+        self.renderer = frame_renderer(avatar, RendererConfig(), backend)
+        self.speech = speech
+        self.position = 0
+
+    def step(self, sink: Callable[[np.ndarray], object] | None = None) -> int:
+        """Push one chunk; render what it yields (into sink, if given); frames rendered."""
+        start = self.position % (len(self.speech) - CHUNK)
+        chunk = AudioChunk(self.speech[start : start + CHUNK], RATE, self.position)
+        self.position += CHUNK
+        window = self.motion.push(chunk)
+        for values in window.values:
+            rgb = self.renderer.render(values[None])[0]
+            if sink is not None:
+                sink(rgb)
+        return len(window)
+
+
+def _stage_times(avatar: Any, speech: np.ndarray, backend: BackendConfig, repeats: int) -> dict:
+    stream = _Stream(avatar, speech, backend, seed=0)
+    motion = stream.motion
+    for _ in range(10):  # a receptive field of features, and warm caches
+        stream.step()
+    sync = lambda: _sync(backend.name)  # noqa: E731
+    encoder_in = torch.from_numpy(motion._rows[-(motion._context + 2) :])[None]
+    encoder = timed_calls(lambda i: motion.stages.encoder(encoder_in), 5, repeats, sync)
+    sampler = motion.sampler
+    w, k = motion.model.window, motion.model.prefix
+    embedding = motion.stages.encoder(encoder_in)[:, -1:]
+    audio = torch.cat([embedding, embedding[:, -1:].expand(-1, w - 1, -1)], 1)
+    states = torch.zeros(1, w, 9)
+    prev = torch.zeros(1, k, motion.model.config.motion_dim)
+    x = torch.randn(1, w, motion.model.config.motion_dim)
+    cond = (audio, prev, states)
+    step = timed_calls(lambda i: sampler._guided(x, 500, cond), 5, repeats, sync)
+    frame = timed_calls(lambda i: motion.push(AudioChunk(speech[:CHUNK], RATE, 0)), 5, repeats)
+    motion_values = motion.rest_frame()[None]
+    render = timed_calls(lambda i: stream.renderer.render(motion_values), 5, repeats, sync)
+    rgb = stream.renderer.render(motion_values)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        size = stream.renderer.image_size
+        with Mp4Writer(Path(tmp) / "bench.mp4", 25, width=size, height=size) as writer:
+            encode = timed_calls(lambda i: writer.write_frame(rgb), 5, repeats)
+    ms = lambda values: summarize([v * 1e3 for v in values])  # noqa: E731
+    return {
+        "audio_encoder_ms": ms(encoder),
+        "sampler_step_ms": ms(step),
+        "sampled_frame_ms": ms(frame),
+        "renderer_ms": ms(render),
+        "video_encode_ms": ms(encode),
+        "motion_latency_ms": motion.latency_s * 1e3,
+    }
+
+
+def _one_stream(avatar: Any, speech: np.ndarray, backend: BackendConfig, seconds: float) -> dict:
+    stream = _Stream(avatar, speech, backend, seed=1)
+    size = stream.renderer.image_size
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Mp4Writer(Path(tmp) / "one.mp4", 25, width=size, height=size) as writer,
+    ):
+        for _ in range(5):
+            stream.step(writer.write_frame)
+        chunks = int(seconds * RATE / CHUNK)
+        cpu_start, wall_start, frames = os.times(), time.perf_counter(), 0
+        for _ in range(chunks):
+            frames += stream.step(writer.write_frame)
+        _sync(backend.name)
+        wall = time.perf_counter() - wall_start
+        cpu_end = os.times()
+    cpu = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
+    audio_s = chunks * CHUNK / RATE
+    return {"fps": frames / wall, "frames": frames, "cpu_cores_per_realtime_stream": cpu / audio_s}
+
+
+def _first_frame(avatar: Any, speech: np.ndarray, backend: BackendConfig, runs: int) -> dict:
+    times = []
+    for seed in range(runs):
+        start = time.perf_counter()
+        stream = _Stream(avatar, speech, backend, seed=seed)
+        while stream.step() == 0:
+            pass
+        _sync(backend.name)
+        times.append((time.perf_counter() - start) * 1e3)
+    return summarize(times)
+
+
+def _streams_fps(avatar: Any, speech: np.ndarray, backend: BackendConfig, n: int, frames: int):
+    """Slowest stream's fps with n streams rendering `frames` frames each, concurrently."""
+    streams = [_Stream(avatar, speech, backend, seed=i) for i in range(n)]
+    for stream in streams:
+        for _ in range(3):
+            stream.step()
+    barrier = threading.Barrier(n)
+    fps: list[float] = []
+
+    def run(stream: _Stream) -> None:
+        barrier.wait()
+        start, done = time.perf_counter(), 0
+        while done < frames:
+            done += stream.step()
+        fps.append(done / (time.perf_counter() - start))
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in streams]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return min(fps)
+
+
+def _capacity(
+    avatar: Any, speech: np.ndarray, backend: BackendConfig, target: float, cap: int
+) -> dict:
+    """Largest stream count whose slowest stream holds `target` fps (doubling, then bisecting)."""
+    frames = 40
+    tried: dict[int, float] = {}
+
+    def holds(n: int) -> bool:
+        if n not in tried:
+            tried[n] = _streams_fps(avatar, speech, backend, n, frames)
+            logger.info("%s: %d streams -> slowest %.1f fps", backend.name, n, tried[n])
+        return tried[n] >= target
+
+    if not holds(1):
+        return {"streams": 0, "tried": tried}
+    good, bad = 1, None
+    while bad is None and good < cap:
+        n = min(good * 2, cap)
+        good, bad = (n, None) if holds(n) else (good, n)
+    while bad is not None and bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if holds(mid) else (good, mid)
+    return {"streams": good, "tried": {str(k): round(v, 1) for k, v in sorted(tried.items())}}
+
+
+def _gpu_memory_per_stream(avatar: Any, speech: np.ndarray, backend: BackendConfig) -> float | None:
+    if not torch.cuda.is_available() or backend.name != "torch-cuda":
+        return None
+    first = _Stream(avatar, speech, backend, seed=0)
+    first.step()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    second = _Stream(avatar, speech, backend, seed=1)
+    for _ in range(3):
+        second.step()
+    torch.cuda.synchronize()
+    return (torch.cuda.memory_allocated() - before) / 2**20
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    info = machine_info()
+    with tempfile.TemporaryDirectory() as tmp:
+        label, path = speech_file(Path(tmp))
+        speech = read_audio(path, RATE).astype(np.float32)
+    avatar = FaceEncoder().encode(None)
+    results: dict[str, Any] = {"speech": label, "backends": {}, "unavailable": {}}
+    for name in args.backends or BACKEND_NAMES:
+        try:
+            check_backend(name)
+        except BackendUnavailableError as error:
+            results["unavailable"][name] = str(error)
+            continue
+        backend = BackendConfig(name)
+        logger.info("benchmarking %s", name)
+        entry: dict[str, Any] = _stage_times(avatar, speech, backend, args.repeats)
+        entry["one_stream"] = _one_stream(avatar, speech, backend, args.seconds)
+        entry["first_frame_ms"] = _first_frame(avatar, speech, backend, 5)
+        entry["audio_to_frame_ms"] = entry["motion_latency_ms"] + entry["renderer_ms"]["p95"]
+        for fps in (30, 40):
+            entry[f"streams_at_{fps}fps"] = _capacity(
+                avatar, speech, backend, fps, args.max_streams
+            )
+        entry["gpu_mib_per_stream"] = _gpu_memory_per_stream(avatar, speech, backend)
+        results["backends"][name] = entry
+    results["machine"] = finish_machine_info(info)
+    results["targets"] = TARGETS
+    return results
+
+
+def _cell(stats: dict[str, float]) -> str:
+    return f"{stats['p50']:.2f} / {stats['p95']:.2f}"
+
+
+def markdown(data: dict[str, Any]) -> str:
+    backends = data["backends"]
+    names = list(backends)
+    rows = [
+        ["audio encoder, ms p50 / p95", *(_cell(backends[n]["audio_encoder_ms"]) for n in names)],
+        ["sampler step (3 rows), ms", *(_cell(backends[n]["sampler_step_ms"]) for n in names)],
+        ["sampled frame (4 steps), ms", *(_cell(backends[n]["sampled_frame_ms"]) for n in names)],
+        ["renderer (batch 1), ms", *(_cell(backends[n]["renderer_ms"]) for n in names)],
+        ["H.264 encode, ms", *(_cell(backends[n]["video_encode_ms"]) for n in names)],
+        ["one stream end to end, FPS", *(f"{backends[n]['one_stream']['fps']:.1f}" for n in names)],
+        [
+            "CPU cores per real-time stream",
+            *(f"{backends[n]['one_stream']['cpu_cores_per_realtime_stream']:.2f}" for n in names),
+        ],
+        ["first frame, ms p50 / p95", *(_cell(backends[n]["first_frame_ms"]) for n in names)],
+        [
+            "audio to frame (engines), ms",
+            *(f"{backends[n]['audio_to_frame_ms']:.0f}" for n in names),
+        ],
+        *(
+            [
+                f"streams at {fps} fps",
+                *(str(backends[n][f"streams_at_{fps}fps"]["streams"]) for n in names),
+            ]
+            for fps in (30, 40)
+        ),
+        [
+            "GPU MiB per stream",
+            *(
+                "-" if backends[n]["gpu_mib_per_stream"] is None
+                else f"{backends[n]['gpu_mib_per_stream']:.0f}"
+                for n in names
+            ),
+        ],
+    ]  # fmt: skip
+    unavailable = "\n".join(f"- {n}: {why}" for n, why in data["unavailable"].items())
+    tried = "\n".join(
+        f"- {n}, {fps} fps: {backends[n][f'streams_at_{fps}fps']['tried']}"
+        for n in names
+        for fps in (30, 40)
+    )
+    targets = data["targets"]
+    return "\n\n".join(
+        [
+            "# Engines by backend",
+            machine_markdown(data["machine"]),
+            f"Speech: {data['speech']}; 512x512; learned motion (4 steps, guidance), 25 fps model.",
+            markdown_table(["measure", *names], rows),
+            "## Streams tried (stream count: slowest stream's FPS)\n\n" + tried,
+            "## Not measured here\n\n" + (unavailable or "- none"),
+            "## Notes\n\n"
+            f"- DESIGN.md targets on a GPU: engines >= {targets['gpu_engines_fps']} FPS for one "
+            f"stream, >= {targets['gpu_sessions_30fps']} concurrent 30 fps sessions, audio to "
+            f"frame <= {targets['audio_to_frame_ms']} ms.\n"
+            "- 'one stream' includes H.264 encode; streams-per-device does not (on a GPU box "
+            "encode runs on the CPU cores beside it).\n"
+            "- Audio to frame (engines) = the motion source's look-ahead + a p95 render; the live "
+            "figure with pacing and WebRTC is bench_audio_to_frame.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", nargs="*", choices=BACKEND_NAMES, help="default: all here")
+    parser.add_argument("--repeats", type=int, default=60, help="timed calls per stage")
+    parser.add_argument("--seconds", type=float, default=4.0, help="speech for the one-stream run")
+    parser.add_argument("--max-streams", type=int, default=32, help="stop doubling here")
+    run_and_report("bench_engines", parser, run, markdown, argv)
+
+
+if __name__ == "__main__":
+    main()
