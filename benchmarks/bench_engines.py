@@ -20,7 +20,7 @@ decides; the others are listed with the reason). For each backend:
   bench_audio_to_frame measures that end to end);
 - streams per device: N streams on N threads, each rendering its own frames
   (cross-session batching on the GPU backends); the largest N whose slowest
-  stream still makes 30 (and 40) fps, doubling N then bisecting;
+  stream still makes 25, 30 and 40 fps, doubling N then bisecting;
 - GPU memory per stream (CUDA backends): allocated by one more stream.
 
 Engines only: no pacing, no WebRTC. The render step for 25 fps speech yields
@@ -59,7 +59,7 @@ from engines.learned_motion import LearnedMotion
 from engines.motion_source import MotionConfig
 from engines.renderer import RendererConfig
 from engines.stages import BACKEND_NAMES, BackendConfig, check_backend, frame_renderer
-from engines.types import AudioChunk
+from engines.types import AudioChunk, MotionWindow
 from server.mp4_output import Mp4Writer
 
 __all__ = ["main"]
@@ -68,6 +68,7 @@ logger = logging.getLogger(__name__)
 
 RATE = 16000
 CHUNK = 640  # 40 ms: what the live server pushes per tick at 25 fps
+STREAM_RATES = (25, 30, 40)  # 25: the CPU budget's rate; 30 and 40: the GPU's
 TARGETS = {"gpu_engines_fps": 200, "gpu_sessions_30fps": 16, "audio_to_frame_ms": 150}
 
 
@@ -85,12 +86,16 @@ class _Stream:
         self.speech = speech
         self.position = 0
 
-    def step(self, sink: Callable[[np.ndarray], object] | None = None) -> int:
-        """Push one chunk; render what it yields (into sink, if given); frames rendered."""
+    def push(self) -> MotionWindow:
+        """The next 40 ms of the looping clip into the motion source; the motion it yields."""
         start = self.position % (len(self.speech) - CHUNK)
         chunk = AudioChunk(self.speech[start : start + CHUNK], RATE, self.position)
         self.position += CHUNK
-        window = self.motion.push(chunk)
+        return self.motion.push(chunk)
+
+    def step(self, sink: Callable[[np.ndarray], object] | None = None) -> int:
+        """Push one chunk; render what it yields (into sink, if given); frames rendered."""
+        window = self.push()
         for values in window.values:
             rgb = self.renderer.render(values[None])[0]
             if sink is not None:
@@ -115,7 +120,7 @@ def _stage_times(avatar: Any, speech: np.ndarray, backend: BackendConfig, repeat
     x = torch.randn(1, w, motion.model.config.motion_dim)
     cond = (audio, prev, states)
     step = timed_calls(lambda i: sampler._guided(x, 500, cond), 5, repeats, sync)
-    frame = timed_calls(lambda i: motion.push(AudioChunk(speech[:CHUNK], RATE, 0)), 5, repeats)
+    frame = timed_calls(lambda i: stream.push(), 5, repeats)
     motion_values = motion.rest_frame()[None]
     render = timed_calls(lambda i: stream.renderer.render(motion_values), 5, repeats, sync)
     rgb = stream.renderer.render(motion_values)[0]
@@ -205,7 +210,7 @@ def _capacity(
         return tried[n] >= target
 
     if not holds(1):
-        return {"streams": 0, "tried": tried}
+        return {"streams": 0, "tried": {"1": round(tried[1], 1)}}
     good, bad = 1, None
     while bad is None and good < cap:
         n = min(good * 2, cap)
@@ -231,6 +236,7 @@ def _gpu_memory_per_stream(avatar: Any, speech: np.ndarray, backend: BackendConf
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.torch_threads)
     info = machine_info()
     with tempfile.TemporaryDirectory() as tmp:
         label, path = speech_file(Path(tmp))
@@ -249,7 +255,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         entry["one_stream"] = _one_stream(avatar, speech, backend, args.seconds)
         entry["first_frame_ms"] = _first_frame(avatar, speech, backend, 5)
         entry["audio_to_frame_ms"] = entry["motion_latency_ms"] + entry["renderer_ms"]["p95"]
-        for fps in (30, 40):
+        for fps in STREAM_RATES:
             entry[f"streams_at_{fps}fps"] = _capacity(
                 avatar, speech, backend, fps, args.max_streams
             )
@@ -288,7 +294,7 @@ def markdown(data: dict[str, Any]) -> str:
                 f"streams at {fps} fps",
                 *(str(backends[n][f"streams_at_{fps}fps"]["streams"]) for n in names),
             ]
-            for fps in (30, 40)
+            for fps in STREAM_RATES
         ),
         [
             "GPU MiB per stream",
@@ -303,14 +309,16 @@ def markdown(data: dict[str, Any]) -> str:
     tried = "\n".join(
         f"- {n}, {fps} fps: {backends[n][f'streams_at_{fps}fps']['tried']}"
         for n in names
-        for fps in (30, 40)
+        for fps in STREAM_RATES
     )
     targets = data["targets"]
     return "\n\n".join(
         [
             "# Engines by backend",
             machine_markdown(data["machine"]),
-            f"Speech: {data['speech']}; 512x512; learned motion (4 steps, guidance), 25 fps model.",
+            f"Speech: {data['speech']}; 512x512; learned motion (4 steps, guidance), 25 fps "
+            f"model; torch intra-op threads: {data['machine']['torch_threads']} (the server's "
+            "default).",
             markdown_table(["measure", *names], rows),
             "## Streams tried (stream count: slowest stream's FPS)\n\n" + tried,
             "## Not measured here\n\n" + (unavailable or "- none"),
@@ -332,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=60, help="timed calls per stage")
     parser.add_argument("--seconds", type=float, default=4.0, help="speech for the one-stream run")
     parser.add_argument("--max-streams", type=int, default=32, help="stop doubling here")
+    parser.add_argument("--torch-threads", type=int, default=1, help="as the server's default (1)")
     run_and_report("bench_engines", parser, run, markdown, argv)
 
 

@@ -24,7 +24,7 @@ from benchmarks._common import RESULTS_DIR, markdown_table, setup_logging
 
 __all__ = ["BENCHMARKS", "main", "write_summary"]
 
-OFFLINE = ("bench_renderer", "bench_prepare", "bench_offline", "bench_motion")
+OFFLINE = ("bench_renderer", "bench_prepare", "bench_offline", "bench_motion", "bench_engines")
 # The live server end to end: each starts `facecast serve` and watches it over WebRTC.
 LIVE = ("bench_first_frame", "bench_audio_to_frame", "bench_sessions", "bench_av_drift")
 BENCHMARKS = OFFLINE + LIVE
@@ -128,6 +128,27 @@ def _offline_rows(data: dict[str, Any]) -> list[list[Any]]:
         )
         value = f"{r['rtf_p50']:.2f} (p95 {r['rtf_p95']:.2f})"
         rows.append([measure, value, _check(r["rtf_p95"] >= 1, ">= 1"), r["other_load_cores"]])
+    return rows
+
+
+def _engines_rows(data: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    fps_target = data["targets"]["gpu_engines_fps"]
+    for name, entry in data["backends"].items():
+        gpu = name not in ("torch-cpu", "onnxruntime")
+        render = entry["renderer_ms"]
+        rows.append([f"engines on {name}: render ms, batch 1", _p50_p95(render, 1), "", ""])
+        fps = entry["one_stream"]["fps"]
+        target = _check(fps >= fps_target, f">= {fps_target}") if gpu else ""
+        rows.append([f"engines on {name}: one stream FPS (with encode)", f"{fps:.1f}", target, ""])
+        streams = ", ".join(
+            f"{key.split('_')[-1]}: {value['streams']}"
+            for key, value in entry.items()
+            if key.startswith("streams_at_")
+        )
+        rows.append([f"engines on {name}: concurrent streams that hold", streams, "", ""])
+    for name in data["unavailable"]:
+        rows.append([f"engines on {name}", "not available on this machine", "", ""])
     return rows
 
 
@@ -240,6 +261,7 @@ def write_summary(out_dir: Path = RESULTS_DIR, durations: dict[str, float] | Non
         ("bench_prepare", _prepare_rows),
         ("bench_offline", _offline_rows),
         ("bench_motion", _motion_rows),
+        ("bench_engines", _engines_rows),
         ("bench_first_frame", _first_frame_rows),
         ("bench_audio_to_frame", _audio_to_frame_rows),
         ("bench_sessions", _sessions_rows),

@@ -28,6 +28,7 @@ missing, before any session starts.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import threading
@@ -227,10 +228,17 @@ def _graph_backend(
 ) -> InferenceBackend:
     """An exported graph on an onnxruntime provider or as a TensorRT engine."""
     if backend.name in _ORT_PROVIDERS:
-        return OnnxRuntimeBackend(path, providers=_ORT_PROVIDERS[backend.name])
+        return _ort_session(path, _ORT_PROVIDERS[backend.name])
     from .backends.tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(path, _tensorrt_profile(stage, model), backend.graph_dir / "tensorrt")
+
+
+@functools.lru_cache(maxsize=32)
+def _ort_session(path: Path, providers: tuple[str, ...]) -> OnnxRuntimeBackend:
+    """One onnxruntime session per graph file, shared by streams: its run() is thread-safe,
+    and loading the renderer's graph takes ~0.2 s that a new stream need not wait for."""
+    return OnnxRuntimeBackend(path, providers=providers)
 
 
 def _tensorrt_profile(stage: str, model: MotionModel | None) -> dict[str, _ShapeRange]:
