@@ -61,8 +61,13 @@ class MotionModel:
 
 
 def load_motion_model(path: Path) -> MotionModel:
-    """load_checkpoint as one MotionModel; CheckpointError says what is wrong."""
-    encoder, denoiser, normalizer, config, meta = load_checkpoint(path)
+    """load_checkpoint as one MotionModel; CheckpointError says what is wrong.
+
+    Loaded outside inference mode whatever the caller's: weights made under it are
+    inference tensors, which the ONNX export (traced with autograd on) cannot use.
+    """
+    with torch.inference_mode(False):
+        encoder, denoiser, normalizer, config, meta = load_checkpoint(path)
     return MotionModel(encoder, denoiser, normalizer, config, meta, Path(path))
 
 

@@ -130,17 +130,18 @@ def export_graph(module: torch.nn.Module, specs: Specs, path: Path, batch: int =
     """Trace module with example feeds for specs into path (opset 17, dynamic None axes)."""
     inputs, outputs = specs
     feeds = example_feeds(inputs, batch=batch)
-    args = tuple(torch.from_numpy(feeds[s.name]) for s in inputs)
     dynamic = {
         s.name: {axis: f"{s.name}_{axis}" for axis, d in enumerate(s.shape) if d is None}
         for s in (*inputs, *outputs)
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Traced with autograd on: under no_grad, eval-mode transformer layers take
+    # Traced with autograd on, even when the caller runs under inference_mode (the
+    # server warms its engines so): under no_grad, eval-mode transformer layers take
     # torch's fused fast path (_transformer_encoder_layer_fwd), which has no ONNX form.
     # The tracer warns about shape checks and window sizes: they hold for every
     # shape the specs allow, so the traced constants are right.
-    with warnings.catch_warnings():
+    with torch.inference_mode(False), torch.enable_grad(), warnings.catch_warnings():
+        args = tuple(torch.from_numpy(feeds[s.name]) for s in inputs)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
         torch.onnx.export(

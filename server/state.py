@@ -31,9 +31,10 @@ logger = logging.getLogger(__name__)
 def _warm_engines(avatar: Avatar, config: ServerConfig) -> None:
     """Load the motion model and render one frame: graph backends export (or find) their graphs."""
     session = config.session
+    open_motion_source(session.motion, session.fps, backend=session.backend)
+    renderer = frame_renderer(avatar, session.renderer, session.backend)
     with torch.inference_mode():
-        open_motion_source(session.motion, session.fps, backend=session.backend)
-        frame_renderer(avatar, session.renderer, session.backend).render(neutral_motion(1))
+        renderer.render(neutral_motion(1))
 
 
 class UnknownPeerError(KeyError):

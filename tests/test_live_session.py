@@ -4,14 +4,16 @@ WebSocket, video and audio out over WebRTC, barge-in, WHEP, and a vanished clien
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
 from server.client import FacecastClient, Viewer
-from tests.live import LiveServer
-from tests.portraits import mouth_gap
+from tests.live import LiveServer, run_server
+from tests.portraits import mouth_gap, psnr
 
 FPS = 25
 pytestmark = pytest.mark.slow
@@ -285,10 +287,12 @@ def test_microphone_over_webrtc_drives_the_lips_without_echo(
     assert loudest < 0.001, "the microphone was played back to the viewer (echo)"
 
 
-async def _watch_for(url: str, fps: int, seconds: float) -> Viewer:
+async def _watch_for(
+    url: str, fps: int, seconds: float, keep: Callable[[int], bool] = lambda i: False
+) -> Viewer:
     async with FacecastClient(url) as client:
         session = await client.create_session(fps=fps)
-        viewer = await client.watch(session["id"], keep_pixels=lambda i: False)
+        viewer = await client.watch(session["id"], keep_pixels=keep)
         await viewer.wait_frames(fps)
         await asyncio.sleep(seconds)
         await viewer.close()
@@ -304,3 +308,24 @@ def test_forty_fps_sessions_are_paced_at_forty(live_server: LiveServer) -> None:
     assert rate == pytest.approx(40, rel=0.1)
     steps = np.diff([f.pts for f in viewer.frames])
     assert steps.min() > 0 and np.median(steps) == 90000 // 40
+
+
+def test_a_server_on_the_onnxruntime_backend_streams_the_same_face(
+    tmp_path: Path, live_server: LiveServer
+) -> None:
+    """The exported graphs behind a live session: frames flow and show the portrait.
+
+    10 fps: onnxruntime's CPU renderer is slower than torch's on this 2-core machine
+    (benchmarks/results/bench_engines.md); what is checked is the wiring, not speed.
+    """
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    env = {"FACECAST_ENGINE_CACHE_DIR": str(tmp_path / "engines")}
+    with run_server(tmp_path, "--backend", "onnxruntime", env=env) as server:
+        health = httpx.get(server.url + "/api/health").json()
+        viewer = asyncio.run(_watch_for(server.url, 10, 2.0, keep=_every_third))
+    on_graph = [f.rgb for f in viewer.frames if f.rgb is not None]
+    assert health["backend"] == "onnxruntime" and len(viewer.frames) >= 20
+    assert len(list((tmp_path / "engines").glob("face_renderer-*.onnx"))) == 1
+    reference = asyncio.run(_watch_for(live_server.url, 10, 0.5, keep=lambda i: i == 0))
+    first = next(f.rgb for f in reference.frames if f.rgb is not None)
+    assert psnr(on_graph[0], first) > 28  # the same idle portrait, through two VP8 encodes

@@ -16,12 +16,14 @@ import pytest
 import torch
 
 from engines.backends.batching import CoalescingDenoiser
+from engines.checkpoint import load_motion_model
 from engines.corpus import synthesize
 from engines.errors import BackendUnavailableError
 from engines.face_encoder import FaceEncoder, FaceEncoderConfig
-from engines.learned_motion import LearnedMotion, default_motion_model
+from engines.learned_motion import DEFAULT_CHECKPOINT, LearnedMotion, default_motion_model
 from engines.motion_source import MotionConfig
 from engines.motion_space import motion_from_dict, neutral_motion
+from engines.onnx_graphs import motion_graphs, renderer_graph
 from engines.renderer import FaceRenderer, RendererConfig
 from engines.stages import (
     BACKEND_NAMES,
@@ -129,6 +131,16 @@ def test_graphs_are_exported_once_per_portrait_and_config(avatar, graph_dir: Pat
     frame_renderer(avatar, RendererConfig(inverse_iterations=3), backend)
     assert len(list(graph_dir.glob("face_renderer-*.onnx"))) == len(graphs) + 1
     assert not list(graph_dir.glob("*.tmp"))
+
+
+@needs_onnxruntime
+def test_graphs_export_when_the_caller_is_in_inference_mode(avatar, tmp_path: Path) -> None:
+    """The server builds its engines under inference_mode; export traces with autograd."""
+    with torch.inference_mode():
+        model = load_motion_model(DEFAULT_CHECKPOINT)
+        paths = motion_graphs(model, tmp_path)
+        renderer = renderer_graph(FaceRenderer(avatar), tmp_path)
+    assert all(p.stat().st_size > 100_000 for p in (*paths.values(), renderer))
 
 
 @needs_onnxruntime
