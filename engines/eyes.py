@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import face_landmarks as fl
-from .warp_ops import curve_table, eval_curve_table, local_coords, smoothstep, to_frame
+from .warp_ops import curve_table, eval_curve_table, local_coords, smoothstep, take, to_frame
 
 __all__ = ["EYES", "eye_offsets"]
 
@@ -63,8 +63,8 @@ def _one_eye(
     iris_radius: torch.Tensor,
     pixel: float,
 ) -> torch.Tensor:
-    lid_up = landmarks[:, list(upper), :]  # Bx9x2
-    lid_low = landmarks[:, list(lower), :]
+    lid_up = take(landmarks, upper)  # Bx9x2
+    lid_low = take(landmarks, lower)
     corner_a, corner_b = lid_up[:, 0], lid_up[:, -1]
     origin = 0.5 * (corner_a + corner_b)
     span = corner_b - corner_a

@@ -15,7 +15,7 @@ import math
 import torch
 
 from . import face_landmarks as fl
-from .warp_ops import curve_table, eval_curve_table, local_coords, smoothstep, to_frame
+from .warp_ops import curve_table, eval_curve_table, local_coords, smoothstep, take, to_frame
 
 __all__ = ["mouth_palette", "mouth_interior"]
 
@@ -41,8 +41,8 @@ def mouth_interior(
     palette: (3, 3) from mouth_palette; pixel: output pixel size (antialiasing width).
     Returns alpha (B, 1, H, W) in [0, 1] and colour (B, 3, H, W).
     """
-    upper = landmarks[:, list(fl.LIPS_INNER_UPPER), :]
-    lower = landmarks[:, list(fl.LIPS_INNER_LOWER), :]
+    upper = take(landmarks, fl.LIPS_INNER_UPPER)
+    lower = take(landmarks, fl.LIPS_INNER_LOWER)
     corner_a, corner_b = upper[:, 0], upper[:, -1]
     span = corner_b - corner_a
     width = span.norm(dim=-1).clamp(min=1.0)

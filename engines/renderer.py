@@ -29,14 +29,14 @@ from .eyes import eye_offsets
 from .mesh import NUM_FACE_VERTICES
 from .motion_space import EXPRESSION_NAMES, MOTION_DIM, POSE_NAMES, index_of
 from .mouth import mouth_interior, mouth_palette
-from .warp_ops import pixel_grid, rotation_matrix, sample_at, window_index, window_origin
+from .warp_ops import pixel_grid, rotation_matrix, sample_at, take, window_index, window_origin
 
 __all__ = ["RendererConfig", "FaceRenderer"]
 
 _POSE = slice(0, len(POSE_NAMES))
 _EXPR = slice(len(POSE_NAMES), len(POSE_NAMES) + len(EXPRESSION_NAMES))
 _GAZE = slice(len(POSE_NAMES) + len(EXPRESSION_NAMES), MOTION_DIM)
-_BLINK = [index_of("eyeBlinkRight"), index_of("eyeBlinkLeft")]
+_BLINK = (index_of("eyeBlinkRight"), index_of("eyeBlinkLeft"))
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class FaceRenderer(nn.Module):
             origin = window_origin(landmarks[:, iris] / pixel, side, r)
             points = self.field_points[:, :side, :side] + origin[:, None, None, :] * pixel
             window = eye_offsets(
-                points, landmarks, motion[:, _BLINK], motion[:, _GAZE], radius, pixel, eye
+                points, landmarks, take(motion, _BLINK), motion[:, _GAZE], radius, pixel, eye
             )
             index = window_index(origin, side, r)[..., None].expand(-1, -1, 2)
             # Added, not written: the two windows may overlap between close-set eyes.

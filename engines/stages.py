@@ -359,7 +359,9 @@ class CudaFrameRenderer:
                     _to_uint8(self.renderer(static_in))
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: other sessions' threads keep launching work while this one
+            # captures; the default ("global") mode would fail their calls.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 static_out = _to_uint8(self.renderer(static_in))
         except RuntimeError as error:
             logger.warning("CUDA graph capture failed, rendering eagerly: %s", error)

@@ -20,6 +20,7 @@ __all__ = [
     "smoothstep",
     "to_frame",
     "window_origin",
+    "take",
     "window_index",
 ]
 
@@ -116,6 +117,16 @@ def to_frame(
     xs = flat[..., 0] * ex[..., 0] + flat[..., 1] * ex[..., 1]
     ys = -flat[..., 0] * ex[..., 1] + flat[..., 1] * ex[..., 0]
     return xs.reshape(shape), ys.reshape(shape)
+
+
+def take(values: torch.Tensor, indices: tuple[int, ...]) -> torch.Tensor:
+    """values[:, indices] for fixed indices, without a host-to-device copy of the index.
+
+    Indexing a CUDA tensor with a Python list uploads the list on every call: a
+    synchronous copy per frame, and an error inside CUDA graph capture. Integer
+    picks are views; one stack gathers them on the device.
+    """
+    return torch.stack([values[:, i] for i in indices], 1)
 
 
 def window_origin(centre: torch.Tensor, side: int, limit: int) -> torch.Tensor:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from engines import face_landmarks as fl
 from engines.face_encoder import FaceEncoder, FaceEncoderConfig
@@ -124,6 +127,28 @@ def test_batch_matches_single_frames(renderer) -> None:
     for i, motion in enumerate(motions):
         single = renderer.render(motion)[0]
         assert np.abs(batch[i].astype(int) - single.astype(int)).max() <= 1
+
+
+class _OpRecorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.ops[str(func.overloadpacket)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_frame_needs_no_host_round_trip(renderer) -> None:
+    """No value read back to the host (item) and no tensor made from host data
+    (lift_fresh: a Python list used as an index) inside forward: on a GPU either
+    one stalls every frame, and breaks CUDA graph capture."""
+    motion = torch.from_numpy(np.stack([neutral_motion(), motion_from_dict({"jawOpen": 0.5})]))
+    with torch.inference_mode(), _OpRecorder() as recorder:
+        renderer(motion)
+    host_trips = {"aten.item", "aten._local_scalar_dense", "aten.lift_fresh", "aten._to_copy"}
+    assert not host_trips & set(recorder.ops), recorder.ops
+    assert recorder.ops["aten.grid_sampler"] >= 3  # the recorder saw the forward pass
 
 
 def test_rejects_wrong_motion_shape(renderer) -> None:
