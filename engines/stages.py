@@ -293,6 +293,12 @@ class GraphFrameRenderer:
 
     def render(self, motion: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(np.atleast_2d(motion), dtype=np.float32)
+        run_on_device = getattr(self.backend, "run_torch", None)
+        if run_on_device is not None:  # TensorRT: frames stay on the GPU until they are uint8
+            device = self.backend.device  # type: ignore[attr-defined]
+            with torch.inference_mode():
+                frames = run_on_device({"motion": torch.from_numpy(batch).to(device)})["frames"]
+                return _to_uint8(frames).cpu().numpy()
         frames = self.backend.run({"motion": batch})["frames"]
         return _to_uint8(torch.from_numpy(frames)).numpy()
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .denoiser import RowMaskDenoiser
+
 __all__ = ["CoalescingDenoiser"]
 
 
@@ -31,11 +33,10 @@ class _Call:
         self.rows = self.args[0].shape[0]
 
 
-class CoalescingDenoiser:
+class CoalescingDenoiser(RowMaskDenoiser):
     """MotionDenoiser's call signature over `denoiser`, batching concurrent calls by rows.
 
-    Masks must be row masks (B,) or None; rows of different calls never mix,
-    because the denoiser treats every row on its own.
+    Rows of different calls never mix: the denoiser treats every row on its own.
     """
 
     def __init__(self, denoiser: Callable[..., torch.Tensor]) -> None:
@@ -46,25 +47,8 @@ class CoalescingDenoiser:
         self.batches = 0  # batches run, for tests and metrics
         self.calls = 0
 
-    def __call__(
-        self,
-        sample: torch.Tensor,
-        t: torch.Tensor,
-        audio: torch.Tensor,
-        prev: torch.Tensor,
-        controls: torch.Tensor,
-        drop_audio: torch.Tensor | None = None,
-        drop_prev: torch.Tensor | None = None,
-        drop_controls: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        rows = sample.shape[0]
-        masks = []
-        for mask in (drop_audio, drop_prev, drop_controls):
-            mask = torch.zeros(rows, dtype=torch.bool) if mask is None else mask
-            if mask.dim() != 1:
-                raise ValueError("batched denoiser calls take row masks of shape (B,) only")
-            masks.append(mask)
-        call = _Call((sample, t, audio, prev, controls, *masks))
+    def _denoise(self, *tensors: torch.Tensor) -> torch.Tensor:
+        call = _Call(tensors)
         with self._state:
             self._waiting.append(call)
             while self._running and not call.done:
