@@ -191,8 +191,10 @@ def _build_motion_stages(model: MotionModel, backend: BackendConfig) -> MotionSt
         return MotionStages(encoder, CoalescingDenoiser(denoiser))
     paths = motion_graphs(model, backend.graph_dir)
     graphs = {stage: _graph_backend(path, stage, model, backend) for stage, path in paths.items()}
+    max_rows = 3 * _MAX_DENOISER_SESSIONS if backend.name == "tensorrt" else None
     return MotionStages(
-        _BackendEncoder(graphs[ENCODER]), CoalescingDenoiser(BackendDenoiser(graphs[DENOISER]))
+        _BackendEncoder(graphs[ENCODER]),
+        CoalescingDenoiser(BackendDenoiser(graphs[DENOISER]), max_rows),
     )
 
 

@@ -190,12 +190,10 @@ class _SlowDenoiser:
         return self.module(*args)
 
 
-def test_concurrent_denoiser_calls_batch_and_each_gets_its_own_rows() -> None:
-    inner = _SlowDenoiser()
-    batched = CoalescingDenoiser(inner)
-    feeds = [_denoiser_feeds(seed) for seed in range(8)]
-    with torch.inference_mode():
-        expected = [inner.module(*f) for f in feeds]
+def _call_together(
+    batched: CoalescingDenoiser, feeds: list[tuple[torch.Tensor, ...]]
+) -> dict[int, torch.Tensor]:
+    """Each feed from its own thread, all released at once; results by feed index."""
     results: dict[int, torch.Tensor] = {}
     start = threading.Barrier(len(feeds))
 
@@ -208,11 +206,33 @@ def test_concurrent_denoiser_calls_batch_and_each_gets_its_own_rows() -> None:
         t.start()
     for t in threads:
         t.join(timeout=30)
+    return results
+
+
+def test_concurrent_denoiser_calls_batch_and_each_gets_its_own_rows() -> None:
+    inner = _SlowDenoiser()
+    batched = CoalescingDenoiser(inner)
+    feeds = [_denoiser_feeds(seed) for seed in range(8)]
+    with torch.inference_mode():
+        expected = [inner.module(*f) for f in feeds]
+    results = _call_together(batched, feeds)
     assert sorted(results) == list(range(len(feeds)))
     for i, value in results.items():
         assert torch.allclose(value, expected[i], atol=1e-5), i
     assert batched.calls == len(feeds) and batched.batches < len(feeds)
     assert max(inner.batch_rows) > 3  # at least one batch held several sessions' rows
+
+
+def test_batches_stay_within_max_rows_and_every_call_is_served() -> None:
+    inner = _SlowDenoiser()
+    batched = CoalescingDenoiser(inner, max_rows=6)
+    feeds = [_denoiser_feeds(seed) for seed in range(7)]
+    with torch.inference_mode():
+        expected = [inner.module(*f) for f in feeds]
+    results = _call_together(batched, feeds)
+    assert sorted(results) == list(range(len(feeds)))
+    assert all(torch.allclose(results[i], expected[i], atol=1e-5) for i in results)
+    assert max(inner.batch_rows) == 6 and sum(inner.batch_rows) == 3 * len(feeds)
 
 
 def test_a_lone_caller_runs_at_once_and_gets_the_denoisers_error() -> None:
