@@ -110,7 +110,8 @@ def _stage_times(avatar: Any, speech: np.ndarray, backend: BackendConfig, repeat
         stream.step()
     sync = lambda: _sync(backend.name)  # noqa: E731
     encoder_in = torch.from_numpy(motion._rows[-(motion._context + 2) :])[None]
-    encoder = timed_calls(lambda i: motion.stages.encoder(encoder_in), 5, repeats, sync)
+    with torch.inference_mode():  # as the streaming source runs it
+        encoder = timed_calls(lambda i: motion.stages.encoder(encoder_in), 5, repeats, sync)
     sampler = motion.sampler
     w, k = motion.model.window, motion.model.prefix
     embedding = motion.stages.encoder(encoder_in)[:, -1:]
@@ -119,7 +120,8 @@ def _stage_times(avatar: Any, speech: np.ndarray, backend: BackendConfig, repeat
     prev = torch.zeros(1, k, motion.model.config.motion_dim)
     x = torch.randn(1, w, motion.model.config.motion_dim)
     cond = (audio, prev, states)
-    step = timed_calls(lambda i: sampler._guided(x, 500, cond), 5, repeats, sync)
+    with torch.inference_mode():  # as sample_window runs it
+        step = timed_calls(lambda i: sampler._guided(x, 500, cond), 5, repeats, sync)
     frame = timed_calls(lambda i: stream.push(), 5, repeats)
     motion_values = motion.rest_frame()[None]
     render = timed_calls(lambda i: stream.renderer.render(motion_values), 5, repeats, sync)
