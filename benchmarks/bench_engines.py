@@ -4,7 +4,8 @@ Usage: python -m benchmarks.bench_engines [--backends torch-cpu onnxruntime ...]
                                           [--max-streams 32] [--seconds 4]
 
 Default: every backend that can run on this machine (engines.stages.check_backend
-decides; the others are listed with the reason). For each backend:
+decides; the others are listed with the reason), and torch-cpu/onnxruntime:
+torch renders, onnxruntime runs the motion stages (--motion-backend). For each:
 
 - per stage p50/p95: audio encoder (one frame's receptive field), one sampler
   step (the denoiser over 3 guidance rows), one sampled frame (4 steps plus
@@ -58,7 +59,7 @@ from engines.face_encoder import FaceEncoder
 from engines.learned_motion import LearnedMotion
 from engines.motion_source import MotionConfig
 from engines.renderer import RendererConfig
-from engines.stages import BACKEND_NAMES, BackendConfig, check_backend, frame_renderer
+from engines.stages import BACKEND_NAMES, BackendConfig, check_backends, frame_renderer
 from engines.types import AudioChunk, MotionWindow
 from server.mp4_output import Mp4Writer
 
@@ -68,6 +69,8 @@ logger = logging.getLogger(__name__)
 
 RATE = 16000
 CHUNK = 640  # 40 ms: what the live server pushes per tick at 25 fps
+# Every backend, plus the split CPU setup: torch renders, onnxruntime samples motion.
+DEFAULT_SETUPS = (*BACKEND_NAMES, "torch-cpu/onnxruntime")
 STREAM_RATES = (25, 30, 40)  # 25: the CPU budget's rate; 30 and 40: the GPU's
 TARGETS = {"gpu_engines_fps": 200, "gpu_sessions_30fps": 16, "audio_to_frame_ms": 150}
 
@@ -245,13 +248,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         speech = read_audio(path, RATE).astype(np.float32)
     avatar = FaceEncoder().encode(None)
     results: dict[str, Any] = {"speech": label, "backends": {}, "unavailable": {}}
-    for name in args.backends or BACKEND_NAMES:
+    for name in args.backends or DEFAULT_SETUPS:
+        renderer_name, _, motion_name = name.partition("/")
+        backend = BackendConfig(renderer_name, motion_name=motion_name or None)
         try:
-            check_backend(name)
+            check_backends(backend)
         except BackendUnavailableError as error:
             results["unavailable"][name] = str(error)
             continue
-        backend = BackendConfig(name)
         logger.info("benchmarking %s", name)
         entry: dict[str, Any] = _stage_times(avatar, speech, backend, args.repeats)
         entry["one_stream"] = _one_stream(avatar, speech, backend, args.seconds)
@@ -338,7 +342,11 @@ def markdown(data: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", nargs="*", choices=BACKEND_NAMES, help="default: all here")
+    parser.add_argument(
+        "--backends",
+        nargs="*",
+        help=f"backend names, or RENDERER/MOTION pairs (default: {' '.join(DEFAULT_SETUPS)})",
+    )
     parser.add_argument("--repeats", type=int, default=60, help="timed calls per stage")
     parser.add_argument("--seconds", type=float, default=4.0, help="speech for the one-stream run")
     parser.add_argument("--max-streams", type=int, default=32, help="stop doubling here")

@@ -33,7 +33,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -57,6 +57,7 @@ __all__ = [
     "GraphFrameRenderer",
     "MotionStages",
     "check_backend",
+    "check_backends",
     "default_engine_cache_dir",
     "frame_renderer",
     "motion_stages",
@@ -98,6 +99,12 @@ def default_engine_cache_dir() -> Path:
 class BackendConfig:
     """name: one of BACKEND_NAMES. cache_dir: graphs and plans (None: the user cache).
 
+    motion_name: the motion stages' backend, when it differs from the renderer's
+    (None: the same). On a CPU, onnxruntime runs the denoiser 2.3x faster than
+    torch while torch renders as fast as onnxruntime on fewer cores
+    (benchmarks/results/bench_engines.md), so torch-cpu with onnxruntime motion
+    is the quickest CPU setup.
+
     cuda_graphs: on torch-cuda, replay a captured CUDA graph per renderer batch
     size instead of launching each kernel (a frame is ~100 small kernels).
     """
@@ -105,12 +112,24 @@ class BackendConfig:
     name: str = "torch-cpu"
     cache_dir: Path | None = None
     cuda_graphs: bool = True
+    motion_name: str | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in BACKEND_NAMES:
-            raise ValueError(
-                f"backend must be one of {', '.join(BACKEND_NAMES)}, got {self.name!r}"
-            )
+        for name in (self.name, self.motion_name or self.name):
+            if name not in BACKEND_NAMES:
+                raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {name!r}")
+
+    @property
+    def motion(self) -> BackendConfig:
+        """The config the motion stages run on."""
+        if self.motion_name is None or self.motion_name == self.name:
+            return self
+        return replace(self, name=self.motion_name, motion_name=None)
+
+    @property
+    def label(self) -> str:
+        """name, or name/motion_name when they differ (logs, health, benchmarks)."""
+        return self.name if self.motion is self else f"{self.name}/{self.motion_name}"
 
     @property
     def on_gpu(self) -> bool:
@@ -154,6 +173,12 @@ def check_backend(name: str) -> None:
             )
 
 
+def check_backends(backend: BackendConfig) -> None:
+    """check_backend for the renderer's backend and, when it differs, the motion stages'."""
+    check_backend(backend.name)
+    check_backend(backend.motion.name)
+
+
 # ---- motion: audio encoder + denoiser ---------------------------------------------------
 
 
@@ -169,7 +194,8 @@ class MotionStages:
 
 
 def motion_stages(model: MotionModel, backend: BackendConfig) -> MotionStages:
-    """The model's stages on backend; shared by every stream in the process (one per model)."""
+    """The model's stages on backend.motion; shared by every stream in the process."""
+    backend = backend.motion
     check_backend(backend.name)
     key = (id(model), backend)
     with _STAGES_LOCK:  # one set per model and backend, so all sessions share its batcher
@@ -239,8 +265,11 @@ def _graph_backend(
 @functools.lru_cache(maxsize=32)
 def _ort_session(path: Path, providers: tuple[str, ...]) -> OnnxRuntimeBackend:
     """One onnxruntime session per graph file, shared by streams: its run() is thread-safe,
-    and loading the renderer's graph takes ~0.2 s that a new stream need not wait for."""
-    return OnnxRuntimeBackend(path, providers=providers)
+    and loading the renderer's graph takes ~0.2 s that a new stream need not wait for.
+
+    As many intra-op threads as torch has: the server sets both per session (one by
+    default), so that sessions on a small CPU do not fight over cores."""
+    return OnnxRuntimeBackend(path, providers=providers, threads=torch.get_num_threads())
 
 
 def _tensorrt_profile(stage: str, model: MotionModel | None) -> dict[str, _ShapeRange]:

@@ -114,6 +114,7 @@ def _add_misc_routes(app: FastAPI, state: ServerState, protected: list) -> None:
             "status": "ok",
             "sessions": len(state.sessions),
             "backend": session.backend.name,
+            "motion_backend": session.backend.motion.name,
             "motion": session.motion.kind,
         }
 

@@ -138,7 +138,9 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
     if "FACECAST_DATA_DIR" in env:
         values["data_dir"] = Path(env["FACECAST_DATA_DIR"])
     motion = _motion_config(env, overrides.pop("motion", None), overrides.pop("checkpoint", None))
-    backend = _backend_config(env, overrides.pop("backend", None))
+    backend = _backend_config(
+        env, overrides.pop("backend", None), overrides.pop("motion_backend", None)
+    )
     session_keys = ("fps", "seed", "render_budget_s", "jitter_buffer_s")
     session_values = {k: overrides.pop(k) for k in session_keys if k in overrides}
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -153,13 +155,20 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
     return config
 
 
-def _backend_config(env: Mapping[str, str], name: object) -> BackendConfig:
-    """FACECAST_BACKEND, then the --backend flag; FACECAST_ENGINE_CACHE_DIR moves the graphs."""
+def _backend_config(env: Mapping[str, str], name: object, motion_name: object) -> BackendConfig:
+    """FACECAST_BACKEND / FACECAST_MOTION_BACKEND, then the --backend / --motion-backend flags;
+    FACECAST_ENGINE_CACHE_DIR moves the graphs."""
     name = name or env.get("FACECAST_BACKEND") or "torch-cpu"
-    if name not in BACKEND_NAMES:
-        raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {name!r}")
+    motion_name = motion_name or env.get("FACECAST_MOTION_BACKEND") or None
+    for value in (name, motion_name or name):
+        if value not in BACKEND_NAMES:
+            raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {value!r}")
     cache = env.get("FACECAST_ENGINE_CACHE_DIR")
-    return BackendConfig(name=str(name), cache_dir=Path(cache) if cache else None)
+    return BackendConfig(
+        name=str(name),
+        cache_dir=Path(cache) if cache else None,
+        motion_name=None if motion_name is None else str(motion_name),
+    )
 
 
 def _motion_config(env: Mapping[str, str], kind: object, checkpoint: object) -> MotionConfig:

@@ -229,6 +229,7 @@ def test_api_token_protects_every_endpoint() -> None:
     assert client.get("/api/portraits?token=s3cret").status_code == 200
     health = client.get("/api/health", headers={"Authorization": "Bearer s3cret"}).json()
     assert health["backend"] == "torch-cpu" and health["motion"] == "learned"
+    assert health["motion_backend"] == "torch-cpu"
     assert (
         client.get("/api/portraits", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     )

@@ -59,6 +59,11 @@ def test_backend_from_environment_then_flags() -> None:
     assert config.session.backend.name == "onnxruntime"
     assert config.session.backend.graph_dir == Path("/c/engines")
     assert load_config(env, backend="tensorrt").session.backend.name == "tensorrt"
+    assert config.session.backend.motion.name == "onnxruntime"  # motion follows the renderer
+    split = load_config({**env, "FACECAST_MOTION_BACKEND": "torch-cpu"}).session.backend
+    assert (split.name, split.motion.name) == ("onnxruntime", "torch-cpu")
+    flagged = load_config(env, backend="torch-cpu", motion_backend="onnxruntime").session.backend
+    assert (flagged.name, flagged.motion.name) == ("torch-cpu", "onnxruntime")
     with pytest.raises(ValueError, match="backend must be one of torch-cpu"):
         load_config({"FACECAST_BACKEND": "cuda"})
 

@@ -89,6 +89,10 @@ def stream_motion(samples: np.ndarray, backend: BackendConfig) -> np.ndarray:
 def test_unknown_backend_lists_the_choices() -> None:
     with pytest.raises(ValueError, match="torch-cpu, torch-cuda"):
         BackendConfig("cuda")
+    with pytest.raises(ValueError, match="got 'ort'"):
+        BackendConfig("torch-cpu", motion_name="ort")
+    assert BackendConfig("torch-cpu", motion_name="torch-cpu").motion.label == "torch-cpu"
+    assert BackendConfig("torch-cpu", motion_name="onnxruntime").label == "torch-cpu/onnxruntime"
     assert "tensorrt" in BACKEND_NAMES and "onnxruntime-cuda" in BACKEND_NAMES
 
 
@@ -144,9 +148,16 @@ def test_graphs_export_when_the_caller_is_in_inference_mode(avatar, tmp_path: Pa
 
 
 @needs_onnxruntime
-def test_learned_motion_on_onnxruntime_matches_torch(speech: np.ndarray, graph_dir: Path) -> None:
+@pytest.mark.parametrize("renderer_backend", ["onnxruntime", "torch-cpu"])
+def test_learned_motion_on_onnxruntime_matches_torch(
+    speech: np.ndarray, graph_dir: Path, renderer_backend: str
+) -> None:
+    """All stages on onnxruntime, or only the motion stages (--motion-backend)."""
     reference = stream_motion(speech, BackendConfig())
-    on_graph = stream_motion(speech, BackendConfig("onnxruntime", cache_dir=graph_dir))
+    backend = BackendConfig(renderer_backend, cache_dir=graph_dir, motion_name="onnxruntime")
+    assert backend.motion.name == "onnxruntime"
+    on_graph = stream_motion(speech, backend)
+    assert not isinstance(motion_stages(default_motion_model(), backend).denoiser, torch.nn.Module)
     assert on_graph.shape == reference.shape
     # Four guided steps per frame and the sampler's own history amplify 1e-6 graph
     # differences a little; the motion stays the same to well under a visible amount.

@@ -16,9 +16,19 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(bool
 
 
 class OnnxRuntimeBackend(InferenceBackend):
-    """Runs path on the first available of providers (default: CPU only)."""
+    """Runs path on the first available of providers (default: CPU only).
 
-    def __init__(self, path: Path, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
+    threads: onnxruntime's intra-op threads (None: its default, one per core).
+    Its pool spins between calls by default; here it does not, because the
+    server runs one thread per session and spinning pools starve each other.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: int | None = None,
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as cause:
@@ -33,7 +43,11 @@ class OnnxRuntimeBackend(InferenceBackend):
                 f"(available: {sorted(available)})"
             )
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(self.path), providers=chosen)
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(self.path), options, providers=chosen)
         super().__init__(
             tuple(_spec(arg) for arg in self.session.get_inputs()),
             tuple(_spec(arg) for arg in self.session.get_outputs()),
