@@ -17,7 +17,13 @@ from .errors import FaceTooSmallError, NoFaceError, NotAFaceError
 from .image_io import load_portrait
 from .mesh import build_warp_mesh
 
-__all__ = ["FaceEncoderConfig", "FaceEncoder", "default_portrait_path", "default_cache_dir"]
+__all__ = [
+    "FaceEncoderConfig",
+    "FaceEncoder",
+    "default_portrait_path",
+    "default_cache_dir",
+    "user_cache_dir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +36,16 @@ def default_portrait_path() -> Path:
     return Path(__file__).parent / "assets" / "la_velata.jpg"
 
 
-def default_cache_dir() -> Path:
-    env = os.environ.get("FACECAST_CACHE_DIR")
+def user_cache_dir(variable: str, folder: str) -> Path:
+    """$variable if set, else facecast/folder in the user's cache ($XDG_CACHE_HOME or ~/.cache)."""
+    env = os.environ.get(variable)
     if env:
         return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facecast" / "avatars"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facecast" / folder
+
+
+def default_cache_dir() -> Path:
+    return user_cache_dir("FACECAST_CACHE_DIR", "avatars")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -45,6 +44,7 @@ from .backends import BackendDenoiser, InferenceBackend, OnnxRuntimeBackend
 from .backends.batching import CoalescingDenoiser
 from .checkpoint import MotionModel
 from .errors import BackendUnavailableError
+from .face_encoder import user_cache_dir
 from .motion_space import MOTION_DIM
 from .onnx_graphs import DENOISER, ENCODER, RENDERER, motion_graphs, motion_specs, renderer_graph
 from .renderer import FaceRenderer, RendererConfig
@@ -89,10 +89,7 @@ _ShapeRange = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 def default_engine_cache_dir() -> Path:
     """Exported graphs and TensorRT plans: FACECAST_ENGINE_CACHE_DIR, else the user cache."""
-    env = os.environ.get("FACECAST_ENGINE_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facecast" / "engines"
+    return user_cache_dir("FACECAST_ENGINE_CACHE_DIR", "engines")
 
 
 @dataclass(frozen=True)
