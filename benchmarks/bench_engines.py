@@ -75,8 +75,8 @@ STREAM_RATES = (25, 30, 40)  # 25: the CPU budget's rate; 30 and 40: the GPU's
 TARGETS = {"gpu_engines_fps": 200, "gpu_sessions_30fps": 16, "audio_to_frame_ms": 150}
 
 
-def _sync(backend: str) -> None:
-    if backend in ("torch-cuda", "tensorrt") or backend.startswith("onnxruntime-"):
+def _sync(backend: BackendConfig) -> None:
+    if backend.on_gpu or backend.motion.on_gpu:
         torch.cuda.synchronize()
 
 
@@ -111,7 +111,7 @@ def _stage_times(avatar: Any, speech: np.ndarray, backend: BackendConfig, repeat
     motion = stream.motion
     for _ in range(10):  # a receptive field of features, and warm caches
         stream.step()
-    sync = lambda: _sync(backend.name)  # noqa: E731
+    sync = lambda: _sync(backend)  # noqa: E731
     encoder_in = torch.from_numpy(motion._rows[-(motion._context + 2) :])[None]
     with torch.inference_mode():  # as the streaming source runs it
         encoder = timed_calls(lambda i: motion.stages.encoder(encoder_in), 5, repeats, sync)
@@ -157,7 +157,7 @@ def _one_stream(avatar: Any, speech: np.ndarray, backend: BackendConfig, seconds
         cpu_start, wall_start, frames = os.times(), time.perf_counter(), 0
         for _ in range(chunks):
             frames += stream.step(writer.write_frame)
-        _sync(backend.name)
+        _sync(backend)
         wall = time.perf_counter() - wall_start
         cpu_end = os.times()
     cpu = (cpu_end.user - cpu_start.user) + (cpu_end.system - cpu_start.system)
@@ -172,7 +172,7 @@ def _first_frame(avatar: Any, speech: np.ndarray, backend: BackendConfig, runs: 
         stream = _Stream(avatar, speech, backend, seed=seed)
         while stream.step() == 0:
             pass
-        _sync(backend.name)
+        _sync(backend)
         times.append((time.perf_counter() - start) * 1e3)
     return summarize(times)
 
@@ -211,7 +211,7 @@ def _capacity(
     def holds(n: int) -> bool:
         if n not in tried:
             tried[n] = _streams_fps(avatar, speech, backend, n, frames)
-            logger.info("%s: %d streams -> slowest %.1f fps", backend.name, n, tried[n])
+            logger.info("%s: %d streams -> slowest %.1f fps", backend.label, n, tried[n])
         return tried[n] >= target
 
     if not holds(1):

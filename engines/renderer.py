@@ -31,7 +31,7 @@ from .motion_space import EXPRESSION_NAMES, MOTION_DIM, POSE_NAMES, index_of
 from .mouth import mouth_interior, mouth_palette
 from .warp_ops import pixel_grid, rotation_matrix, sample_at, take, window_index, window_origin
 
-__all__ = ["RendererConfig", "FaceRenderer"]
+__all__ = ["RendererConfig", "FaceRenderer", "to_uint8_frames"]
 
 _POSE = slice(0, len(POSE_NAMES))
 _EXPR = slice(len(POSE_NAMES), len(POSE_NAMES) + len(EXPRESSION_NAMES))
@@ -134,13 +134,12 @@ class FaceRenderer(nn.Module):
         b, r, side = motion.shape[0], self.field_size, self.eye_window
         pixel = self.image_size / r
         radius = self.iris_radius * motion[:, 5:6]
+        blink = take(motion, _BLINK)
         offsets = torch.zeros_like(self.field_points.reshape(1, r * r, 2).expand(b, -1, -1))
         for eye, iris in enumerate((fl.RIGHT_IRIS[0], fl.LEFT_IRIS[0])):
             origin = window_origin(landmarks[:, iris] / pixel, side, r)
             points = self.field_points[:, :side, :side] + origin[:, None, None, :] * pixel
-            window = eye_offsets(
-                points, landmarks, take(motion, _BLINK), motion[:, _GAZE], radius, pixel, eye
-            )
+            window = eye_offsets(points, landmarks, blink, motion[:, _GAZE], radius, pixel, eye)
             index = window_index(origin, side, r)[..., None].expand(-1, -1, 2)
             # Added, not written: the two windows may overlap between close-set eyes.
             offsets = offsets.scatter_add(1, index, window.reshape(b, side * side, 2))
@@ -188,7 +187,12 @@ class FaceRenderer(nn.Module):
         """Convenience: motion (D,) or (T, D) -> uint8 frames (T, S, S, 3)."""
         batch = torch.from_numpy(np.atleast_2d(motion).astype(np.float32))
         frames = self.forward(batch.to(self.layer.device))
-        return (frames.permute(0, 2, 3, 1) * 255.0 + 0.5).byte().cpu().numpy()
+        return to_uint8_frames(frames).cpu().numpy()
+
+
+def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
+    """float (B, 3, S, S) in [0, 1] -> uint8 (B, S, S, 3), rounded to nearest; on frames' device."""
+    return (frames.permute(0, 2, 3, 1) * 255.0 + 0.5).to(torch.uint8)
 
 
 def _iris_radii(landmarks: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ from .errors import BackendUnavailableError
 from .face_encoder import user_cache_dir
 from .motion_space import MOTION_DIM
 from .onnx_graphs import DENOISER, ENCODER, RENDERER, motion_graphs, motion_specs, renderer_graph
-from .renderer import FaceRenderer, RendererConfig
+from .renderer import FaceRenderer, RendererConfig, to_uint8_frames
 
 __all__ = [
     "BACKEND_NAMES",
@@ -222,15 +222,15 @@ def _build_motion_stages(model: MotionModel, backend: BackendConfig) -> MotionSt
 
 
 class _OnDevice:
-    """A module on a GPU called with CPU tensors (None passes through); returns CPU tensors."""
+    """A module on a GPU called with CPU tensors; returns CPU tensors."""
 
     def __init__(self, module: torch.nn.Module) -> None:
         self.module = module
         self.device = next(module.parameters()).device
 
     @torch.inference_mode()
-    def __call__(self, *args: torch.Tensor | None) -> torch.Tensor:
-        moved = [None if a is None else a.to(self.device, non_blocking=True) for a in args]
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        moved = [a.to(self.device, non_blocking=True) for a in args]
         return self.module(*moved).cpu()
 
 
@@ -307,11 +307,6 @@ def frame_renderer(avatar: Avatar, config: RendererConfig, backend: BackendConfi
     return GraphFrameRenderer(_graph_backend(path, RENDERER, None, backend), avatar.image_size)
 
 
-def _to_uint8(frames: torch.Tensor) -> torch.Tensor:
-    """float (B, 3, S, S) in [0, 1] -> uint8 (B, S, S, 3), rounded as FaceRenderer.render does."""
-    return (frames.permute(0, 2, 3, 1) * 255.0 + 0.5).to(torch.uint8)
-
-
 class GraphFrameRenderer:
     """The exported renderer graph on an onnxruntime or TensorRT backend."""
 
@@ -326,9 +321,9 @@ class GraphFrameRenderer:
             device = self.backend.device  # type: ignore[attr-defined]
             with torch.inference_mode():
                 frames = run_on_device({"motion": torch.from_numpy(batch).to(device)})["frames"]
-                return _to_uint8(frames).cpu().numpy()
+                return to_uint8_frames(frames).cpu().numpy()
         frames = self.backend.run({"motion": batch})["frames"]
-        return _to_uint8(torch.from_numpy(frames)).numpy()
+        return to_uint8_frames(torch.from_numpy(frames)).numpy()
 
 
 class CudaFrameRenderer:
@@ -370,11 +365,11 @@ class CudaFrameRenderer:
     def _forward(self, motion: torch.Tensor) -> torch.Tensor:
         b = motion.shape[0]
         if not self.cuda_graphs:
-            return _to_uint8(self.renderer(motion))
+            return to_uint8_frames(self.renderer(motion))
         if b not in self._graphs:
             captured = self._capture(motion)
             if captured is None:
-                return _to_uint8(self.renderer(motion))
+                return to_uint8_frames(self.renderer(motion))
             self._graphs[b] = captured
         graph, static_in, static_out = self._graphs[b]
         static_in.copy_(motion)
@@ -390,13 +385,13 @@ class CudaFrameRenderer:
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):  # warm-up off the capture, as the CUDA graph docs ask
                 for _ in range(2):
-                    _to_uint8(self.renderer(static_in))
+                    to_uint8_frames(self.renderer(static_in))
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             # thread_local: other sessions' threads keep launching work while this one
             # captures; the default ("global") mode would fail their calls.
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                static_out = _to_uint8(self.renderer(static_in))
+                static_out = to_uint8_frames(self.renderer(static_in))
         except RuntimeError as error:
             logger.warning("CUDA graph capture failed, rendering eagerly: %s", error)
             self.cuda_graphs = False

@@ -106,7 +106,7 @@ def _motion_arguments(parser: argparse.ArgumentParser) -> None:
         "--motion-backend",
         choices=BACKEND_NAMES,
         help="where the audio encoder and denoiser run, if not on --backend "
-        "(on a CPU, onnxruntime samples motion 2.3x faster than torch)",
+        "(on a CPU, onnxruntime samples motion about twice as fast as torch)",
     )
 
 
