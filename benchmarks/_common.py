@@ -27,6 +27,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from tests.loopback import use_loopback_ice  # noqa: E402
+
+# Benchmarks speak only to loopback: their peers offer 127.0.0.1 candidates only.
+use_loopback_ice()
+
 __all__ = [
     "RESULTS_DIR",
     "RADIO_SPEECH",

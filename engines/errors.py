@@ -9,6 +9,7 @@ __all__ = [
     "NotAFaceError",
     "FaceTooSmallError",
     "InvalidAudioError",
+    "AudioTooLongError",
     "BackendUnavailableError",
     "SynthesisError",
     "CheckpointError",
@@ -37,6 +38,10 @@ class FaceTooSmallError(FacecastError):
 
 class InvalidAudioError(FacecastError):
     """The file is not audio we can decode, or holds no samples."""
+
+
+class AudioTooLongError(InvalidAudioError):
+    """The audio is longer than the limit it was given (a file, a queue)."""
 
 
 class BackendUnavailableError(FacecastError):

@@ -58,6 +58,15 @@ class FaceEncoderConfig:
     min_face_score: float = 0.8
     min_face_width_px: int = 40
     cache_dir: Path | None = None
+    # Avatars kept on disk (a few MB each); the least recently used go first.
+    max_cache_entries: int = 64
+
+
+def _mtime_or_zero(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed by another process meanwhile
+        return 0.0
 
 
 class FaceEncoder:
@@ -78,15 +87,28 @@ class FaceEncoder:
         cached = self.cache_dir / f"{key}.npz"
         if cached.exists():
             try:
-                return load_avatar(cached)
+                avatar = load_avatar(cached)
+                os.utime(cached)  # recently used: evicted last
+                return avatar
             except (OSError, ValueError, KeyError) as exc:
                 logger.warning("ignoring unreadable avatar cache %s: %s", cached, exc)
         avatar = self._encode_uncached(data, source, key)
         try:
             save_avatar(avatar, cached)
+            self._prune_cache()
         except OSError as exc:
             logger.warning("could not cache avatar at %s: %s", cached, exc)
         return avatar
+
+    def forget(self, data: bytes) -> None:
+        """Delete the cached avatar of these image bytes (a portrait its owner deleted)."""
+        (self.cache_dir / f"{self._cache_key(data)}.npz").unlink(missing_ok=True)
+
+    def _prune_cache(self) -> None:
+        """Keep the newest max_cache_entries avatars on disk."""
+        entries = sorted(self.cache_dir.glob("*.npz"), key=_mtime_or_zero, reverse=True)
+        for stale in entries[self.config.max_cache_entries :]:
+            stale.unlink(missing_ok=True)
 
     def _cache_key(self, data: bytes) -> str:
         c = self.config

@@ -31,13 +31,21 @@ __all__ = [
     "load_portrait",
     "MIN_SIDE",
     "MAX_PIXELS",
+    "MAX_JPEG_PIXELS",
     "DEFAULT_BACKGROUND",
 ]
 
 logger = logging.getLogger(__name__)
 
 MIN_SIDE = 64  # below this on the shorter side there is no room for a usable face
-MAX_PIXELS = 100_000_000  # declared width * height above which we refuse to decode
+# Declared width * height above which we refuse to decode. A portrait needs about
+# 2048 px on its long side; JPEG decodes at 1/2-1/8 scale (draft), so a 64 MP phone
+# photo costs ~0.3 s and ~150 MB. Other formats decode at full size: 24 MP (a DSLR
+# frame) costs ~1 s and 200-400 MB, a 99 MP 16-bit PNG would take 10 s and 3.4 GB
+# (benchmarks/results/bench_abuse.md).
+MAX_PIXELS = 24_000_000
+MAX_JPEG_PIXELS = 64_000_000
+_SCALE_ROWS = 512  # rows per block when rescaling high-bit-depth data: bounded temporaries
 DEFAULT_BACKGROUND = (255, 255, 255)  # what transparent areas become
 
 # What Pillow raises while parsing or decoding a damaged file. Listed explicitly
@@ -73,7 +81,7 @@ def load_portrait(
     source: str | Path | bytes,
     max_side: int = 2048,
     *,
-    max_pixels: int = MAX_PIXELS,
+    max_pixels: int | None = None,
     background: tuple[int, int, int] = DEFAULT_BACKGROUND,
 ) -> PortraitImage:
     """Decode a portrait from a path or the file's bytes.
@@ -81,7 +89,8 @@ def load_portrait(
     Returns a PortraitImage whose rgb is uint8 (H, W, 3), upright, with
     max(H, W) <= max_side. Raises InvalidImageError when the file is missing,
     empty, not an image, damaged, too large to decode safely (more than
-    max_pixels declared) or too small to hold a face (shorter side < MIN_SIDE).
+    max_pixels declared; by default MAX_JPEG_PIXELS for JPEG, MAX_PIXELS for
+    every other format) or too small to hold a face (shorter side < MIN_SIDE).
     """
     if max_side < MIN_SIDE:
         raise ValueError(f"max_side must be >= {MIN_SIDE}, got {max_side}")
@@ -127,7 +136,7 @@ def _open_source(source: str | Path | bytes) -> tuple[str, BinaryIO]:
         raise InvalidImageError(f"Cannot read {path}: {e.strerror}. Check its permissions.") from e
 
 
-def _open_image(stream: BinaryIO, name: str, max_pixels: int) -> Image.Image:
+def _open_image(stream: BinaryIO, name: str, max_pixels: int | None) -> Image.Image:
     """Parse the header only and refuse bombs before any pixel is decoded."""
     try:
         # We enforce our own limit just below, so Pillow's warning for
@@ -139,7 +148,8 @@ def _open_image(stream: BinaryIO, name: str, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise InvalidImageError(
             f"{name} declares more pixels than can be decoded safely ({e}). "
-            f"Downscale it to at most {max_pixels // 1_000_000} megapixels and try again."
+            f"Downscale it to at most {(max_pixels or MAX_PIXELS) // 1_000_000} megapixels "
+            "and try again."
         ) from e
     except _DECODE_ERRORS as e:
         raise InvalidImageError(
@@ -147,12 +157,16 @@ def _open_image(stream: BinaryIO, name: str, max_pixels: int) -> Image.Image:
             "Use a JPEG, PNG, WebP, GIF, BMP or TIFF photo of a face."
         ) from e
     width, height = im.size
+    if max_pixels is None:
+        max_pixels = MAX_JPEG_PIXELS if im.format == "JPEG" else MAX_PIXELS
     if width * height > max_pixels:
+        kind = "" if im.format == "JPEG" else f"{im.format or 'this'} images "
         im.close()
         raise InvalidImageError(
             f"{name} declares {width}x{height} = {width * height / 1e6:.0f} megapixels, "
-            f"over the limit of {max_pixels / 1e6:.0f} megapixels (it could be a decompression "
-            "bomb). Downscale the image and try again."
+            f"over the limit of {max_pixels / 1e6:.0f} megapixels for {kind or 'JPEG'}"
+            " (it could be a decompression bomb). A portrait needs about 2048 px on its "
+            "long side: downscale the image (or save it as JPEG) and try again."
         )
     return im
 
@@ -265,18 +279,36 @@ def _scale_to_8bit(values: np.ndarray) -> tuple[np.ndarray, str]:
 
     The file does not say which range was meant, so pick the first one the
     data fits: [0, 1] floats, 8-bit, 16-bit, otherwise its own min..max.
+    Works in blocks of rows so the float temporaries stay a few MB whatever
+    the image size (a whole-image float64 copy was 8 bytes per pixel).
     """
-    data = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = float(data.min()), float(data.max())
-    if values.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
-        scaled, how = data * 255.0, "float 0..1"
-    elif lo >= 0.0 and hi <= 255.0 and values.dtype.kind == "f":
-        scaled, how = data, "float 0..255"
+    is_float = values.dtype.kind == "f"
+    lo, hi = _finite_range(values)
+    if is_float and lo >= 0.0 and hi <= 1.0:
+        offset, gain, how = 0.0, 255.0, "float 0..1"
+    elif is_float and lo >= 0.0 and hi <= 255.0:
+        offset, gain, how = 0.0, 1.0, "float 0..255"
     elif lo >= 0.0 and hi <= 65535.0:
-        scaled, how = data / 257.0, "16-bit"  # 65535 / 255 == 257: full range to full range
+        offset, gain, how = 0.0, 1.0 / 257.0, "16-bit"  # 65535 / 255 == 257: full to full
     else:
-        scaled, how = (data - lo) / max(hi - lo, 1e-12) * 255.0, f"range {lo:g}..{hi:g}"
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8), how
+        offset, gain, how = lo, 255.0 / max(hi - lo, 1e-12), f"range {lo:g}..{hi:g}"
+    out = np.empty(values.shape, dtype=np.uint8)
+    for top in range(0, values.shape[0], _SCALE_ROWS):
+        block = values[top : top + _SCALE_ROWS].astype(np.float64)
+        block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+        out[top : top + _SCALE_ROWS] = np.clip(np.rint((block - offset) * gain), 0, 255)
+    return out, how
+
+
+def _finite_range(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) over the finite samples, 0 for non-finite ones, block by block."""
+    lo, hi = np.inf, -np.inf
+    for top in range(0, values.shape[0], _SCALE_ROWS):
+        block = values[top : top + _SCALE_ROWS]
+        if block.dtype.kind == "f":
+            block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+    return lo, hi
 
 
 def _flatten_alpha(

@@ -7,19 +7,17 @@ TTS, face analysis) runs on executor threads.
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from .audio_ingest import PLAYBACK_RATE, decode_audio_bytes
+from .audio_ingest import PLAYBACK_RATE, check_audio_fits, decode_audio_bytes
 from .config import MAX_FPS
 from .session import Session
 from .state import state_of
-from .tts import synthesize_speech
+from .tts import MAX_TEXT_CHARS
 
 __all__ = ["router"]
 
@@ -27,18 +25,18 @@ router = APIRouter()
 
 
 class SessionRequest(BaseModel):
-    portrait_id: str | None = None
+    portrait_id: str | None = Field(None, max_length=64)
     fps: int | None = Field(None, ge=1, le=MAX_FPS)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
 class PortraitChoice(BaseModel):
-    portrait_id: str
+    portrait_id: str = Field(..., max_length=64)
 
 
 class SpeakRequest(BaseModel):
-    text: str = Field(..., min_length=1, max_length=5000)
-    voice: str | None = None
+    text: str = Field(..., min_length=1, max_length=MAX_TEXT_CHARS)
+    voice: str | None = Field(None, max_length=40)
 
 
 class Offer(BaseModel):
@@ -94,7 +92,17 @@ async def upload_portrait(request: Request, file: UploadFile) -> dict[str, Any]:
 
 @router.get("/portraits/{portrait_id}/image")
 async def portrait_image(request: Request, portrait_id: str) -> FileResponse:
-    return FileResponse(state_of(request).portraits.info(portrait_id).path)
+    info = state_of(request).portraits.info(portrait_id)
+    # Always an image type the server chose, never sniffed: the file cannot act as a page.
+    return FileResponse(
+        info.path, media_type=info.media_type, headers={"X-Content-Type-Options": "nosniff"}
+    )
+
+
+@router.delete("/portraits/{portrait_id}", status_code=204)
+async def delete_portrait(request: Request, portrait_id: str) -> Response:
+    state_of(request).portraits.delete(portrait_id)
+    return Response(status_code=204)
 
 
 # ---- sessions -----------------------------------------------------------------------
@@ -136,7 +144,7 @@ async def set_portrait(request: Request, session_id: str, body: PortraitChoice) 
 async def offer(request: Request, session_id: str, body: Offer) -> dict[str, str]:
     state = state_of(request)
     if body.type != "offer":
-        raise HTTPException(400, f"expected an SDP offer, got type {body.type!r}")
+        raise HTTPException(400, f"expected an SDP offer, got type {body.type[:20]!r}")
     session = state.sessions.get(session_id)
     link = await state.connect_peer(session, body.sdp, owns_session=False)
     return {"sdp": link.pc.localDescription.sdp, "type": "answer", "peer_id": link.id}
@@ -151,36 +159,36 @@ async def upload_audio(request: Request, session_id: str, file: UploadFile) -> d
     session = state.sessions.get(session_id)
     data = await _read_upload(file, state.config.max_audio_bytes, "audio file")
     name = file.filename or "upload"
-    limit = state.config.max_audio_seconds
-    samples = await asyncio.get_running_loop().run_in_executor(
-        None, decode_audio_bytes, data, name, limit
-    )
+    limit = state.config.audio_seconds_limit
+    free_s = session.free_speech_seconds()
+    loop = asyncio.get_running_loop()
+    # The header's duration is checked against the queue before any decoding.
+    await loop.run_in_executor(None, check_audio_fits, data, name, limit, free_s)
+    samples = await loop.run_in_executor(None, decode_audio_bytes, data, name, limit)
     utterance = session.enqueue(samples, "upload")
     return {"utterance_id": utterance.id, "duration_s": round(utterance.duration_s, 3)}
 
 
 @router.post("/sessions/{session_id}/speak", status_code=202)
 async def speak(request: Request, session_id: str, body: SpeakRequest) -> dict[str, Any]:
-    session = state_of(request).sessions.get(session_id)
-    samples = await asyncio.get_running_loop().run_in_executor(
-        None, _speak_to_samples, body.text, body.voice
+    state = state_of(request)
+    session = state.sessions.get(session_id)
+    samples = await state.speech.speak(
+        session.tts_lock, session.free_speech_seconds, body.text, body.voice
     )
     utterance = session.enqueue(samples, "tts")
     return {"utterance_id": utterance.id, "duration_s": round(utterance.duration_s, 3)}
 
 
-def _speak_to_samples(text: str, voice: str | None) -> Any:
-    with tempfile.TemporaryDirectory(prefix="facecast-tts-") as tmp:
-        path = synthesize_speech(text, Path(tmp) / "speech.wav", voice=voice)
-        return decode_audio_bytes(path.read_bytes(), "speech.wav")
-
-
 @router.post("/sessions/{session_id}/controls")
 async def set_controls(request: Request, session_id: str) -> dict[str, Any]:
     session = state_of(request).sessions.get(session_id)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise HTTPException(415, "send the controls as application/json")
     try:
         values = await request.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise HTTPException(400, f"the body must be a JSON object: {exc}") from exc
     if not isinstance(values, dict):
         raise HTTPException(400, "the body must be a JSON object of control values")

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
 from engines.errors import (
+    AudioTooLongError,
     FaceTooSmallError,
     InvalidAudioError,
     InvalidImageError,
@@ -27,11 +28,12 @@ from engines.errors import (
 from .api_sessions import router as sessions_router
 from .auth import require_token
 from .config import ServerConfig
-from .portraits import UnknownPortraitError
+from .guard import RequestGuard, body_rules
+from .portraits import BuiltinPortraitError, UnknownPortraitError
 from .sessions import SessionLimitError, UnknownSessionError
 from .state import ServerState, UnknownPeerError
 from .tts import TtsError
-from .webrtc import InvalidOfferError
+from .webrtc import InvalidOfferError, OfferTooLargeError
 from .whep import router as whep_router
 from .ws_api import router as websocket_router
 
@@ -45,8 +47,11 @@ _STATUS = {
     UnknownPeerError: 404,
     SessionLimitError: 503,
     InvalidOfferError: 400,
+    OfferTooLargeError: 413,
+    BuiltinPortraitError: 403,
     InvalidImageError: 415,
     InvalidAudioError: 415,
+    AudioTooLongError: 413,
     NoFaceError: 422,
     NotAFaceError: 422,
     FaceTooSmallError: 422,
@@ -79,6 +84,18 @@ def create_app(config: ServerConfig) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["Location", "ETag"],
         )
+    # Added last, so it runs first: nothing below sees a request it refuses.
+    app.add_middleware(
+        RequestGuard,
+        allowed_hosts=config.served_hosts,
+        allowed_origins=config.cors_origins,
+        rules=body_rules(
+            config.max_portrait_bytes,
+            config.max_audio_bytes,
+            config.max_sdp_bytes,
+            config.max_json_bytes,
+        ),
+    )
     for error_type, status in _STATUS.items():
         app.add_exception_handler(error_type, _error_handler(status))
     app.add_exception_handler(ValueError, _error_handler(422))

@@ -33,7 +33,7 @@ from engines.audio_io import (
     open_audio_container,
     undecodable_audio_error,
 )
-from engines.errors import InvalidAudioError
+from engines.errors import AudioTooLongError, InvalidAudioError
 
 __all__ = [
     "PLAYBACK_RATE",
@@ -43,6 +43,7 @@ __all__ = [
     "FrameResampler",
     "Downsampler",
     "decode_audio_bytes",
+    "check_audio_fits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ def decode_audio_bytes(
         stream = container.streams.audio[0]
         header_s = _header_seconds(container, stream)
         if header_s is not None and header_s > max_seconds * _HEADER_TOLERANCE + _LENGTH_GRACE_S:
-            raise InvalidAudioError(_too_long(name, max_seconds, header_s))
+            raise AudioTooLongError(_too_long(name, max_seconds, header_s))
         samples = _decode_all(container, stream, name, max_seconds)
     finally:
         container.close()
@@ -226,6 +227,32 @@ def decode_audio_bytes(
         raise InvalidAudioError(f"'{name}' holds no audio samples; record or export it again")
     logger.debug("decoded %s: %.2f s at %d Hz", name, samples.size / PLAYBACK_RATE, PLAYBACK_RATE)
     return samples
+
+
+def check_audio_fits(data: bytes, filename: str, max_seconds: float, free_seconds: float) -> None:
+    """Refuse, from the file's header alone, audio over `max_seconds` (AudioTooLongError)
+    or over the `free_seconds` its speech queue has left (OverflowError).
+
+    Files whose header states no duration pass; decode_audio_bytes still stops
+    at max_seconds, and the queue refuses what does not fit.
+    """
+    name = Path(filename).name or "upload"
+    if not data:
+        raise InvalidAudioError(f"'{name}' is empty (0 bytes); {SUPPORTED_FORMATS_HINT}")
+    container = _open_bytes(data, name)
+    try:
+        header_s = _header_seconds(container, container.streams.audio[0])
+    finally:
+        container.close()
+    if header_s is None:
+        return
+    if header_s > max_seconds * _HEADER_TOLERANCE + _LENGTH_GRACE_S:
+        raise AudioTooLongError(_too_long(name, max_seconds, header_s))
+    if header_s > free_seconds * _HEADER_TOLERANCE + _LENGTH_GRACE_S:
+        raise OverflowError(
+            f"'{name}' is {header_s:.1f} s long and the speech queue has {free_seconds:.1f} s "
+            "free; wait for playback (or interrupt) and send it again"
+        )
 
 
 def _open_bytes(data: bytes, name: str) -> av.container.InputContainer:
@@ -260,12 +287,12 @@ def _decode_all(
             blocks.append(resampler.push(frame))
             total += len(blocks[-1])
             if total > limit:
-                raise InvalidAudioError(_too_long(name, max_seconds))
+                raise AudioTooLongError(_too_long(name, max_seconds))
         blocks.append(resampler.flush())
     except av.FFmpegError as exc:
         raise undecodable_audio_error(name, exc) from exc
     if total + len(blocks[-1]) > limit:
-        raise InvalidAudioError(_too_long(name, max_seconds))
+        raise AudioTooLongError(_too_long(name, max_seconds))
     return _join(blocks)
 
 

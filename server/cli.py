@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import logging
 import sys
@@ -15,12 +16,30 @@ from engines.face_encoder import FaceEncoder
 from engines.motion_source import MOTION_KINDS
 from engines.stages import BACKEND_NAMES, BackendConfig, check_backends
 
+from .auth import TokenRedactingFilter
 from .offline import RenderJobConfig, render_to_mp4
 from .tts import synthesize_speech
 
 __all__ = ["main"]
 
 logger = logging.getLogger("facecast")
+
+
+# `facecast serve` flags: (flag, type, help); all default to None, so config.py decides.
+_SERVE_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("--host", str, "address to bind (default 127.0.0.1: this machine only)"),
+    ("--port", int, "port (default 8080)"),
+    ("--fps", int, "default session frame rate, 1-40 (default 25)"),
+    ("--max-sessions", int, "concurrent sessions (default 4)"),
+    ("--torch-threads", int, "torch threads (default 1)"),
+    ("--session-idle-timeout", float, "close unwatched sessions after N s"),
+    ("--render-budget-ms", float, "render time per frame before it is due (80 CPU, 20 GPU)"),
+    ("--jitter-buffer-ms", float, "streamed speech queued before it starts (40)"),
+    ("--peer-connect-timeout", float, "close a WebRTC peer not connected after N s (15)"),
+    ("--max-portraits", int, "uploaded portraits kept (default 32, LRU evicted)"),
+    ("--max-queued-speech", float, "seconds of speech a session queues (300); longest upload"),
+    ("--allowed-hosts", str, "comma-separated Host names served (localhost, --host; '*': any)"),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,22 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--portrait", type=Path, help="photo or painting (default: built-in)")
 
     serve = sub.add_parser("serve", help="live server: web client, WebRTC, WebSocket, WHEP")
-    serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, help="port (default 8080)")
-    serve.add_argument("--fps", type=int, help="default session frame rate, 1-40 (default 25)")
-    serve.add_argument("--max-sessions", type=int, help="concurrent sessions (default 4)")
-    serve.add_argument("--torch-threads", type=int, help="torch threads (default 1)")
-    serve.add_argument(
-        "--session-idle-timeout", type=float, help="close unwatched sessions after N s"
-    )
-    serve.add_argument(
-        "--render-budget-ms",
-        type=float,
-        help="render time per frame before it is due (80 on CPU, 20 on GPU backends)",
-    )
-    serve.add_argument(
-        "--jitter-buffer-ms", type=float, help="streamed speech queued before it starts (40)"
-    )
+    for flag, kind, text in _SERVE_OPTIONS:
+        serve.add_argument(flag, type=kind, help=text)
     _motion_arguments(serve)
     train = sub.add_parser("train", help="train the learned motion model on a synthesized corpus")
     train.add_argument("--steps", type=int, help="optimizer steps (default 20000)")
@@ -195,6 +200,10 @@ def _serve(args: argparse.Namespace) -> None:
         session_idle_timeout_s=args.session_idle_timeout,
         render_budget_s=_seconds(args.render_budget_ms),
         jitter_buffer_s=_seconds(args.jitter_buffer_ms),
+        peer_connect_timeout_s=args.peer_connect_timeout,
+        max_queued_speech_s=args.max_queued_speech,
+        max_portraits=args.max_portraits,
+        allowed_hosts=args.allowed_hosts,
         motion=args.motion,
         checkpoint=args.checkpoint,
         backend=args.backend,
@@ -206,12 +215,35 @@ def _serve(args: argparse.Namespace) -> None:
             "listening on %s without FACECAST_API_TOKEN: anyone can connect", config.host
         )
     print(f"facecast: open http://{config.host}:{config.port}/ in a browser", flush=True)
+    redact_tokens_in_logs()
     uvicorn.run(
         create_app(config),
         host=config.host,
         port=config.port,
         log_level="info" if args.verbose else "warning",
+        log_config=_uvicorn_log_config(),
+        # The protocol layer refuses (close 1009) what the app would refuse anyway,
+        # before buffering it; the app's own limit sends an error event first.
+        ws_max_size=2 * config.max_ws_message_bytes,
+        ws_max_queue=8,
     )
+
+
+def _uvicorn_log_config() -> dict[str, object]:
+    """uvicorn's own logging setup, with the token filter on every handler it makes."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["filters"] = {"redact": {"()": TokenRedactingFilter}}
+    for handler in log_config["handlers"].values():
+        handler["filters"] = ["redact"]
+    return log_config
+
+
+def redact_tokens_in_logs() -> None:
+    """No API token reaches a log: the filter sits on the root handlers too."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(TokenRedactingFilter())
 
 
 def main(argv: list[str] | None = None) -> int:

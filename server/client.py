@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 import websockets
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
@@ -94,9 +94,19 @@ class Viewer:
 
 
 class FacecastClient:
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 30.0) -> None:
+    """`ice_servers`: STUN/TURN for the viewer peers; none by default (aiortc would
+    otherwise fall back to a public STUN server, which a localhost server never needs)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        ice_servers: list[RTCIceServer] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
+        self._ice_servers = list(ice_servers or [])
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout_s)
 
@@ -166,7 +176,7 @@ class FacecastClient:
         self, microphone: MediaStreamTrack | None = None, **viewer_options: Any
     ) -> Viewer:
         """A receiving peer; `microphone` (an audio track) is sent for the face to lip-sync."""
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=list(self._ice_servers)))
         viewer = Viewer(pc, **viewer_options)
         pc.on("track", viewer.attach)
         pc.addTransceiver("video", direction="recvonly")

@@ -17,6 +17,8 @@ from engines.motion_source import MOTION_KINDS, MotionConfig
 from engines.renderer import RendererConfig
 from engines.stages import BackendConfig
 
+from .guard import default_allowed_hosts
+
 __all__ = ["IceServer", "SessionConfig", "ServerConfig", "load_config", "MAX_FPS"]
 
 # aiortc's encoders and the browser pipeline are tuned for <= 30 fps; 40 is the
@@ -50,8 +52,12 @@ class SessionConfig:
     # A streamed utterance starts playing once this much of it is queued (or it
     # ended): absorbs network jitter without gaps mid-word.
     jitter_buffer_s: float = 0.04
-    # Queued speech beyond this makes producers wait (WebSocket) or get 429.
+    # Queued speech per session (5 min); beyond it uploads and TTS get 429 and a
+    # WebSocket sender is held back, then closed (README "Trust and limits").
     max_queued_speech_s: float = 300.0
+    # A streamed utterance whose sender sent nothing for this long, with nothing
+    # left to play, ends there (as if it had sent end_of_utterance).
+    stream_gap_s: float = 2.0
     # Rendered frames waiting for their due time; a full store drops the oldest.
     max_buffered_frames: int = 16
     renderer: RendererConfig = field(default_factory=RendererConfig)
@@ -78,10 +84,29 @@ class ServerConfig:
     max_sessions: int = 4
     api_token: str | None = None
     cors_origins: tuple[str, ...] = ()
+    # Host header names served (DNS-rebinding guard); None: localhost names and the
+    # bound address, any name when bound to all interfaces; "*" allows any.
+    allowed_hosts: tuple[str, ...] | None = None
     ice_servers: tuple[IceServer, ...] = ()  # none needed on localhost
     max_portrait_bytes: int = 20 * 1024 * 1024
     max_audio_bytes: int = 50 * 1024 * 1024
-    max_audio_seconds: float = 600.0
+    # An uploaded file must fit the speech queue: None takes max_queued_speech_s.
+    max_audio_seconds: float | None = None
+    # Bodies of every other route (JSON), SDP offers and trickled fragments.
+    max_json_bytes: int = 64 * 1024
+    max_sdp_bytes: int = 64 * 1024
+    max_ice_candidates: int = 64
+    # A peer that has not connected by then is closed (a client that walked away).
+    peer_connect_timeout_s: float = 15.0
+    # One WebSocket message; larger ones get an error event and close code 1009.
+    max_ws_message_bytes: int = 1024 * 1024
+    # Uploaded portraits kept on disk (least recently used evicted first) and
+    # prepared avatars kept in memory (about 5 MB each).
+    max_portraits: int = 32
+    max_portrait_store_bytes: int = 256 * 1024 * 1024
+    avatar_cache_size: int = 8
+    # Text-to-speech jobs run at once across all sessions (one per session at a time).
+    tts_workers: int = 2
     # One torch thread per session: on small CPUs two threads stall when
     # another session holds a core (benchmarks/results/bench_renderer_busy1.md).
     torch_threads: int = 1
@@ -94,6 +119,16 @@ class ServerConfig:
     @property
     def portrait_dir(self) -> Path:
         return self.data_dir / "portraits"
+
+    @property
+    def audio_seconds_limit(self) -> float:
+        """The longest uploaded file: never more than the speech queue holds."""
+        queue = self.session.max_queued_speech_s
+        return queue if self.max_audio_seconds is None else min(self.max_audio_seconds, queue)
+
+    @property
+    def served_hosts(self) -> tuple[str, ...]:
+        return self.allowed_hosts or default_allowed_hosts(self.host)
 
 
 def _parse_ice_servers(text: str) -> tuple[IceServer, ...]:
@@ -130,7 +165,9 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
     if env.get("FACECAST_API_TOKEN"):
         values["api_token"] = env["FACECAST_API_TOKEN"]
     if env.get("FACECAST_CORS_ORIGINS"):
-        values["cors_origins"] = tuple(o.strip() for o in env["FACECAST_CORS_ORIGINS"].split(","))
+        values["cors_origins"] = _names(env["FACECAST_CORS_ORIGINS"])
+    if env.get("FACECAST_ALLOWED_HOSTS"):
+        values["allowed_hosts"] = _names(env["FACECAST_ALLOWED_HOSTS"])
     if env.get("FACECAST_ICE_SERVERS"):
         values["ice_servers"] = _parse_ice_servers(env["FACECAST_ICE_SERVERS"])
     if "FACECAST_TORCH_THREADS" in env:
@@ -141,7 +178,9 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
     backend = _backend_config(
         env, overrides.pop("backend", None), overrides.pop("motion_backend", None)
     )
-    session_keys = ("fps", "seed", "render_budget_s", "jitter_buffer_s")
+    if isinstance(overrides.get("allowed_hosts"), str):
+        overrides["allowed_hosts"] = _names(str(overrides["allowed_hosts"]))
+    session_keys = ("fps", "seed", "render_budget_s", "jitter_buffer_s", "max_queued_speech_s")
     session_values = {k: overrides.pop(k) for k in session_keys if k in overrides}
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = ServerConfig(**values)  # type: ignore[arg-type]
@@ -152,7 +191,18 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
         config = replace(config, session=replace(config.session, **session_values))
     if config.max_sessions < 1:
         raise ValueError(f"max_sessions must be at least 1, got {config.max_sessions}")
+    if config.max_portraits < 1:
+        raise ValueError(f"max_portraits must be at least 1, got {config.max_portraits}")
+    if config.peer_connect_timeout_s <= 0:
+        raise ValueError(
+            f"peer_connect_timeout_s must be > 0 seconds, got {config.peer_connect_timeout_s}"
+        )
     return config
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """'a, b,,c' -> ('a', 'b', 'c')."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _backend_config(env: Mapping[str, str], name: object, motion_name: object) -> BackendConfig:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -29,6 +29,7 @@ from engines.types import AudioChunk
 from .audio_ingest import FEATURE_RATE, PLAYBACK_RATE, Downsampler
 from .config import SessionConfig
 from .media import PlayoutSource, SessionAudioTrack, SessionVideoTrack
+from .memory import release_freed_memory
 from .metrics import ServerMetrics
 from .playout import AudioRing, FrameStore, SessionClock, StoredFrame, sleep_until
 from .speech_queue import SpeechQueue, TakenAudio, Utterance
@@ -59,6 +60,13 @@ class _MotionPipeline:
         )
         self.renderer = frame_renderer(avatar, config.renderer, config.backend)
         self._feature_pts = 0
+        # Ticks nobody watched: the motion source skipped them, so its frame count is
+        # behind the session clock by this much.
+        self._skipped_ticks = 0
+
+    def skip_tick(self) -> None:
+        """Nobody watches: no motion, no pixels for this tick (its frame index is kept)."""
+        self._skipped_ticks += 1
 
     def step(
         self, speech: np.ndarray, should_render: Callable[[int], bool]
@@ -73,7 +81,7 @@ class _MotionPipeline:
         rendered: list[tuple[int, np.ndarray | None, float]] = []
         with torch.inference_mode():
             for row, values in enumerate(window.values):
-                index = window.pts + row
+                index = window.pts + self._skipped_ticks + row
                 if not should_render(index):
                     rendered.append((index, None, 0.0))
                     continue
@@ -98,7 +106,8 @@ class Session:
         pipeline: _MotionPipeline,
         executor: ThreadPoolExecutor,
     ) -> None:
-        self.id = uuid.uuid4().hex[:12]
+        # The id is a capability (it addresses every route of the session): 128 random bits.
+        self.id = secrets.token_hex(16)
         self.portrait_id = portrait_id
         self.config = config
         self.created_at = time.time()
@@ -108,7 +117,7 @@ class Session:
         self.frames_dropped = 0  # not rendered in time
         self.frames_skipped = 0  # rendered or not, skipped by a sender that fell behind
         self.first_frame_s: float | None = None
-        self.viewers = 0
+        self._viewers: set[str] = set()  # connected peers
         self.clients = 0
         self.closed = False
         self._pipeline = pipeline
@@ -118,7 +127,10 @@ class Session:
         self.speech = SpeechQueue(
             int(config.max_queued_speech_s * PLAYBACK_RATE),
             int(config.jitter_buffer_s * PLAYBACK_RATE),
+            stream_gap_s=config.stream_gap_s,
         )
+        # One text-to-speech job at a time per session, in the order they came.
+        self.tts_lock = asyncio.Lock()
         self._space = asyncio.Event()
         self._space.set()
         self._frames = FrameStore(config.max_buffered_frames)
@@ -173,11 +185,23 @@ class Session:
             self._on_skipped_frames,
         )
         video, audio = SessionVideoTrack(source), SessionAudioTrack(source)
-        self.viewers += 1
         # Drop tracks of viewers that left, so reconnecting pages do not pile them up.
         self._tracks = [t for t in self._tracks if t.readyState == "live"] + [video, audio]
-        video.on("ended", self._on_viewer_gone)
         return video, audio
+
+    @property
+    def viewers(self) -> int:
+        """Connected peers; one still negotiating (or never coming) is not a viewer."""
+        return len(self._viewers)
+
+    def add_viewer(self, peer_id: str) -> None:
+        self._viewers.add(peer_id)
+        self._touch()
+
+    def remove_viewer(self, peer_id: str) -> None:
+        if peer_id in self._viewers:
+            self._viewers.discard(peer_id)
+            self._touch()
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=_EVENT_QUEUE)
@@ -209,15 +233,19 @@ class Session:
         self.metrics.utterances.inc(source=source)
         return utterance
 
-    async def push_stream(self, utterance: Utterance, samples: np.ndarray) -> None:
-        """Append to a streamed utterance, waiting while the queue is full (backpressure)."""
-        while len(samples) > self.speech.space_samples and not self.closed:
-            self._space.clear()
-            await self._space.wait()
-        if utterance.interrupted or self.closed:
-            return  # barge-in cut it: the rest of its audio is dropped on purpose
+    def push_stream(self, utterance: Utterance, samples: np.ndarray) -> None:
+        """Append to a streamed utterance; raises OverflowError if the queue lacks the room."""
+        if utterance.interrupted or self.closed or utterance.ended:
+            return  # barge-in (or the stall guard) ended it: the rest is dropped on purpose
         self.speech.push(utterance, samples)
         self._touch()
+
+    async def wait_for_space(self) -> None:
+        """Return once playback has taken audio out of the queue (or the session closed)."""
+        if self.closed:
+            return
+        self._space.clear()
+        await self._space.wait()
 
     def end_stream(self, utterance: Utterance) -> None:
         utterance.ended = True
@@ -272,6 +300,10 @@ class Session:
         await asyncio.get_running_loop().run_in_executor(self._executor, swap)
         self.portrait_id = portrait_id
 
+    def free_speech_seconds(self) -> float:
+        """Room left in the speech queue, in seconds."""
+        return self.speech.space_samples / PLAYBACK_RATE
+
     @property
     def speaking(self) -> bool:
         return bool(self._playing) or any(u.taken_samples for u in self.speech.utterances)
@@ -289,8 +321,11 @@ class Session:
         self._cut_speech()
         self.publish({"type": "closed", "session_id": self.id})
         self._subscribers.clear()
-        self._executor.shutdown(wait=False)
+        # Wait for a step in flight (it holds the renderer) before letting go of it.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._executor.shutdown, True)
         self._pipeline = None  # type: ignore[assignment]  # release the renderer's tensors
+        await loop.run_in_executor(None, release_freed_memory)  # trimming can take 100 ms
         logger.info("session %s closed", self.id)
 
     # ---- the producer ------------------------------------------------------------
@@ -309,6 +344,12 @@ class Session:
             if taken.underrun:
                 self.metrics.audio_underruns.inc()
             self._space.set()
+            tick += 1
+            if self.viewers == 0:
+                # Nobody to show it to: skip the model as well as the pixels (a viewer
+                # joining picks the motion up from its next tick).
+                self._pipeline.skip_tick()
+                continue
             try:
                 frames = await loop.run_in_executor(
                     self._executor, self._pipeline.step, taken.speech, self._should_render
@@ -317,7 +358,6 @@ class Session:
                 logger.exception("session %s: frame step failed", self.id)
                 frames = []
             self._store(frames)
-            tick += 1
 
     def _should_render(self, index: int) -> bool:
         if self.viewers == 0:
@@ -395,10 +435,6 @@ class Session:
         # Counted per viewer and apart from frames_dropped: the same index may be both.
         self.frames_skipped += count
         self.metrics.frames_dropped.inc(count, reason="sender_behind")
-
-    def _on_viewer_gone(self) -> None:
-        self.viewers = max(0, self.viewers - 1)
-        self._touch()
 
     def _touch(self) -> None:
         self.last_active = time.monotonic()

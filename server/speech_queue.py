@@ -11,6 +11,11 @@ more than the jitter buffer is waiting: a live source's latency returns to the
 jitter buffer after every pause instead of growing with every network hiccup.
 Speech itself is never skipped, and a source that runs ahead (TTS) never pads.
 
+A streamed utterance whose sender goes quiet (no samples for stream_gap_s
+while it has nothing left to play) is ended there, as if the sender had said
+end_of_utterance: a client that vanished mid-stream must not hold every later
+utterance of the session behind it.
+
 The microphone is a separate live lane: it drives the lips but is not played
 back (the user would hear themselves), and it never waits behind queued speech.
 """
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import collections
 import itertools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,6 +60,7 @@ class Utterance:
     play_start: int | None = None  # playback position of its first sample, once taken
     debt_samples: int = 0  # silence padded into it by underruns, not yet paid back
     skipped_samples: int = 0  # quiet samples dropped to pay the debt back
+    last_push_at: float = 0.0  # queue clock of its newest samples (streamed utterances)
     _chunks: collections.deque[np.ndarray] = field(default_factory=collections.deque, repr=False)
 
     @property
@@ -85,11 +93,18 @@ class SpeechQueue:
     RATE = 48000
 
     def __init__(
-        self, max_samples: int, jitter_samples: int, max_live_samples: int = 12000
+        self,
+        max_samples: int,
+        jitter_samples: int,
+        max_live_samples: int = 12000,
+        stream_gap_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._max_samples = max_samples
         self._jitter_samples = jitter_samples
         self._max_live = max_live_samples
+        self._stream_gap_s = stream_gap_s
+        self._clock = clock
         self._queue: collections.deque[Utterance] = collections.deque()
         self._live: collections.deque[np.ndarray] = collections.deque()
         self._live_samples = 0
@@ -112,6 +127,7 @@ class SpeechQueue:
         Raises OverflowError (and queues nothing) when its samples do not fit."""
         if samples is not None:
             self._check_space(len(samples))
+        utterance.last_push_at = self._clock()
         self._queue.append(utterance)
         if samples is not None:
             self.push(utterance, samples)
@@ -128,6 +144,7 @@ class SpeechQueue:
         if len(samples):
             utterance._chunks.append(samples.astype(np.float32, copy=False))
             utterance.queued_samples += len(samples)
+            utterance.last_push_at = self._clock()
 
     def _check_space(self, count: int) -> None:
         if count > self.space_samples:
@@ -164,6 +181,7 @@ class SpeechQueue:
         underrun = False
         while filled < num_samples and self._queue:
             utterance = self._queue[0]
+            self._end_if_stalled(utterance)
             if utterance.taken_samples == 0 and not self._ready_to_start(utterance):
                 break
             if utterance.taken_samples == 0 and utterance.pending_samples:
@@ -186,6 +204,14 @@ class SpeechQueue:
             tuple(finished),
             underrun,
         )
+
+    def _end_if_stalled(self, utterance: Utterance) -> None:
+        """End a streamed utterance that is starving and whose sender has gone quiet."""
+        if self._stream_gap_s is None or utterance.ended or not utterance.streaming:
+            return
+        starving = utterance.pending_samples < max(self._jitter_samples, 1)
+        if starving and self._clock() - utterance.last_push_at > self._stream_gap_s:
+            utterance.ended = True
 
     def _ready_to_start(self, utterance: Utterance) -> bool:
         return utterance.ended or utterance.pending_samples >= self._jitter_samples

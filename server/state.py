@@ -18,10 +18,11 @@ from engines.stages import frame_renderer
 
 from .config import ServerConfig
 from .metrics import ServerMetrics
-from .portraits import BUILTIN_PORTRAIT_ID, PortraitStore
+from .portraits import BUILTIN_PORTRAIT_ID, PortraitStore, PortraitStoreLimits
 from .session import Session
 from .sessions import SessionManager
-from .webrtc import PeerLink, configure_encoders
+from .tts import SpeechSynthesizer
+from .webrtc import PeerLimits, PeerLink, configure_encoders
 
 __all__ = ["ServerState", "UnknownPeerError", "state_of"]
 
@@ -48,16 +49,32 @@ class ServerState:
     metrics: ServerMetrics
     portraits: PortraitStore
     sessions: SessionManager
+    speech: SpeechSynthesizer
     links: dict[str, PeerLink] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: ServerConfig) -> ServerState:
         holder: list[SessionManager] = []
         metrics = ServerMetrics(sessions_active=lambda: len(holder[0]) if holder else 0)
-        portraits = PortraitStore(FaceEncoder(config.encoder), config.portrait_dir)
+        limits = PortraitStoreLimits(
+            config.max_portraits, config.max_portrait_store_bytes, config.avatar_cache_size
+        )
+        portraits = PortraitStore(
+            FaceEncoder(config.encoder),
+            config.portrait_dir,
+            limits,
+            in_use=lambda: {s.portrait_id for s in holder[0].list()} if holder else set(),
+        )
         sessions = SessionManager(config, portraits, metrics)
         holder.append(sessions)
-        return cls(config, metrics, portraits, sessions)
+        return cls(config, metrics, portraits, sessions, SpeechSynthesizer(config.tts_workers))
+
+    @property
+    def peer_limits(self) -> PeerLimits:
+        config = self.config
+        return PeerLimits(
+            config.max_sdp_bytes, config.max_ice_candidates, config.peer_connect_timeout_s
+        )
 
     async def startup(self) -> None:
         torch.set_num_threads(self.config.torch_threads)
@@ -75,13 +92,16 @@ class ServerState:
             with contextlib.suppress(Exception):
                 await link.close()
         await self.sessions.close_all()
+        self.speech.shutdown()
 
     async def connect_peer(self, session: Session, offer_sdp: str, owns_session: bool) -> PeerLink:
         """Answer `offer_sdp` with a new peer on `session`; the answer is link.pc.localDescription.
 
         A peer that owns its session (WHEP without a session id) ends it when it closes.
         """
-        link = PeerLink(session, self.config.ice_servers, self._peer_closed, owns_session)
+        link = PeerLink(
+            session, self.config.ice_servers, self._peer_closed, owns_session, self.peer_limits
+        )
         try:
             await link.answer(offer_sdp)
         except BaseException:

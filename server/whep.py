@@ -16,6 +16,7 @@ from fastapi.responses import Response
 
 from .sessions import UnknownSessionError
 from .state import state_of
+from .webrtc import check_offer
 
 __all__ = ["router"]
 
@@ -26,12 +27,11 @@ _SDP_FRAGMENT = "application/trickle-ice-sdpfrag"
 
 
 async def _read_body(request: Request, content_type: str) -> str:
+    """The body as text; the request guard has bounded its size while it was read."""
     given = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if given != content_type:
-        raise HTTPException(415, f"send the body as {content_type}, not {given or 'nothing'}")
+        raise HTTPException(415, f"send the body as {content_type}, not {given[:60] or 'nothing'}")
     body = await request.body()
-    if len(body) > 256 * 1024:
-        raise HTTPException(413, "the SDP body is larger than 256 KB")
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -41,6 +41,7 @@ async def _read_body(request: Request, content_type: str) -> str:
 async def _answer(request: Request, session_id: str | None) -> Response:
     state = state_of(request)
     offer = await _read_body(request, _SDP)
+    check_offer(offer, state.peer_limits)  # before a session is made for it
     owns = session_id is None
     session = await state.sessions.create() if owns else state.sessions.get(session_id or "")
     try:

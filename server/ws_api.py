@@ -12,8 +12,14 @@ plus JSON text messages:
 and sends JSON events back: playback_started {utterance_id}, playback_finished
 {utterance_id, position_s, interrupted}, stats, error {message}. These are the
 semantics voice-agent frameworks (LiveKit Agents, Pipecat) use for an avatar's
-audio sink, so adapters stay thin. When the speech queue is full the server
-stops reading, which pushes back on the sender through TCP.
+audio sink, so adapters stay thin.
+
+The socket is read all the time, so a control message never waits behind audio
+and a client that leaves is noticed at once. Audio the speech queue has no room
+for waits in a small per-connection buffer that a pump task feeds into the
+queue as playback frees space. A sender more than that buffer ahead of a full
+queue (5 minutes of speech) gets an error event and close code 1013; a message
+over the size limit gets an error event and close code 1009.
 
 /api/sessions/{id}/events sends the same events, for viewers such as the web page.
 """
@@ -21,16 +27,18 @@ stops reading, which pushes back on the sender through TCP.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from engines.errors import FacecastError
 
-from .audio_ingest import PcmStream
+from .audio_ingest import PLAYBACK_RATE, PcmStream
 from .auth import websocket_token_ok
 from .session import Session
 from .sessions import UnknownSessionError
@@ -42,6 +50,20 @@ __all__ = ["router"]
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
+
+_MAX_TEXT_CHARS = 64 * 1024  # a control message is a few hundred bytes
+_PENDING_SECONDS = 30.0  # audio held per connection while the speech queue is full
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_LATER = 1013
+CLOSE_UNSUPPORTED = 1003
+
+
+class _Refusal(Exception):
+    """Ends the connection: an error event, then this close code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 async def _open(websocket: WebSocket, session_id: str) -> Session | None:
@@ -57,6 +79,11 @@ async def _open(websocket: WebSocket, session_id: str) -> Session | None:
     return session
 
 
+async def _send_event(websocket: WebSocket, event: dict[str, Any]) -> None:
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):  # the client left
+        await websocket.send_text(json.dumps(event))
+
+
 async def _forward_events(websocket: WebSocket, session: Session) -> None:
     queue = session.subscribe()
     try:
@@ -66,6 +93,8 @@ async def _forward_events(websocket: WebSocket, session: Session) -> None:
             if event["type"] == "closed":
                 await websocket.close(code=1000, reason="session ended")
                 return
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return  # the client left; the reader notices and cleans up
     finally:
         session.unsubscribe(queue)
 
@@ -79,7 +108,9 @@ async def events(websocket: WebSocket, session_id: str) -> None:
     forward = asyncio.create_task(_forward_events(websocket, session))
     try:
         while True:  # nothing is expected in; reading notices the client leaving
-            await websocket.receive_text()
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
     except WebSocketDisconnect:
         pass
     finally:
@@ -87,19 +118,99 @@ async def events(websocket: WebSocket, session_id: str) -> None:
         session.clients -= 1
 
 
+class _AudioPump:
+    """Moves a connection's audio into the session's speech queue as space allows.
+
+    Items are (utterance, samples), or (utterance, None) for "this utterance ends
+    here", kept in arrival order so an end never overtakes its own audio.
+    """
+
+    def __init__(self, session: Session, max_samples: int) -> None:
+        self.session = session
+        self.max_samples = max_samples
+        self._items: collections.deque[tuple[Utterance, np.ndarray | None]] = collections.deque()
+        self._queued_in_items = 0
+        self._in_flight_left = 0
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=f"pump-{session.id}")
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples received but not yet in the speech queue."""
+        return self._queued_in_items + self._in_flight_left
+
+    def add(self, utterance: Utterance, samples: np.ndarray | None) -> None:
+        if samples is not None:
+            self._queued_in_items += len(samples)
+        self._items.append((utterance, samples))
+        self._wake.set()
+
+    def clear(self) -> None:
+        """Forget what is not queued yet; a push in flight stops at its utterance's cut."""
+        self._items.clear()
+        self._queued_in_items = 0
+        self._in_flight_left = 0
+
+    async def drain(self) -> None:
+        """Queue everything added so far (until the session closes), then stop."""
+        self._stopping = True
+        self._wake.set()
+        await self._task
+
+    async def _run(self) -> None:
+        while self._items or not self._stopping:
+            if not self._items:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            utterance, samples = self._items.popleft()
+            if samples is None:
+                self.session.end_stream(utterance)
+                continue
+            self._queued_in_items -= len(samples)
+            await self._push(utterance, samples)
+
+    async def _push(self, utterance: Utterance, samples: np.ndarray) -> None:
+        """Queue `samples` in pieces that fit, waiting for playback to free space."""
+        offset = 0
+        while offset < len(samples) and not self.session.closed:
+            if utterance.interrupted or utterance.ended:
+                break  # barge-in cut it: the rest of its audio is dropped on purpose
+            self._in_flight_left = len(samples) - offset
+            room = self.session.speech.space_samples
+            if room == 0:
+                await self.session.wait_for_space()
+                continue
+            piece = samples[offset : offset + room]
+            self.session.push_stream(utterance, piece)
+            offset += len(piece)
+        self._in_flight_left = 0
+
+
 class _StreamReader:
     """One /stream connection: PCM into streamed utterances, control messages to the session."""
 
-    def __init__(self, websocket: WebSocket, session: Session, sample_rate: int | None) -> None:
+    def __init__(
+        self, websocket: WebSocket, session: Session, sample_rate: int | None, max_bytes: int
+    ) -> None:
         self.websocket = websocket
         self.session = session
+        self.max_bytes = max_bytes
         self.pcm = PcmStream(sample_rate) if sample_rate else None
         self.utterance: Utterance | None = None
+        self.pump = _AudioPump(session, int(_PENDING_SECONDS * PLAYBACK_RATE))
 
     async def error(self, message: str) -> None:
-        await self.websocket.send_text(json.dumps({"type": "error", "message": message}))
+        await _send_event(self.websocket, {"type": "error", "message": message})
 
     async def on_bytes(self, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            raise _Refusal(
+                CLOSE_TOO_BIG,
+                f"a binary message of {len(data)} bytes is over the {self.max_bytes} byte limit; "
+                "send audio in chunks of 20-200 ms",
+            )
         if self.pcm is None:
             await self.error(
                 "declare the sample rate first: ?sample_rate=16000 in the URL or "
@@ -107,16 +218,29 @@ class _StreamReader:
             )
             return
         samples = self.pcm.push(data)
-        if self.utterance is None or self.utterance.interrupted:
-            self.utterance = self.session.open_stream("websocket")
-        await self.session.push_stream(self.utterance, samples)
+        if self.pump.pending_samples + len(samples) > self.pump.max_samples:
+            queued = self.session.speech.queued_samples / PLAYBACK_RATE
+            raise _Refusal(
+                CLOSE_TRY_LATER,
+                f"the speech queue is full ({queued:.0f} s queued) and this sender is "
+                f"{_PENDING_SECONDS:.0f} s further ahead; stream no faster than playback "
+                "once minutes are queued, or interrupt first",
+            )
+        utterance = self.utterance
+        if utterance is None or utterance.interrupted or utterance.ended:
+            utterance = self.utterance = self.session.open_stream("websocket")
+        self.pump.add(utterance, samples)
 
     async def on_text(self, text: str) -> None:
+        if len(text) > _MAX_TEXT_CHARS:
+            raise _Refusal(CLOSE_TOO_BIG, f"a text message is over {_MAX_TEXT_CHARS} characters")
         try:
             message = json.loads(text)
-            kind = message["type"]
-        except (ValueError, KeyError, TypeError):
-            await self.error(f"expected a JSON object with a 'type', got {text[:80]!r}")
+        except (ValueError, RecursionError):
+            message = None
+        kind = message.get("type") if isinstance(message, dict) else None
+        if not isinstance(kind, str):
+            await self.error(f"expected a JSON object with a string 'type', got {text[:80]!r}")
             return
         handler = {
             "start": self._start,
@@ -126,7 +250,8 @@ class _StreamReader:
         }.get(kind)
         if handler is None:
             await self.error(
-                f"unknown message type {kind!r}; use start, end_of_utterance, interrupt, controls"
+                f"unknown message type {kind[:40]!r}; "
+                "use start, end_of_utterance, interrupt, controls"
             )
             return
         try:
@@ -135,26 +260,49 @@ class _StreamReader:
             await self.error(str(exc))
 
     async def _start(self, message: dict[str, Any]) -> None:
-        self.pcm = PcmStream(int(message.get("sample_rate", 0)))
+        rate = message.get("sample_rate")
+        if isinstance(rate, bool) or not isinstance(rate, int):
+            raise ValueError(f"sample_rate must be an integer such as 16000, got {rate!r}")
+        self.pcm = PcmStream(rate)
 
     async def _end_of_utterance(self, message: dict[str, Any]) -> None:
-        if self.utterance is None:
+        utterance = self.utterance
+        if utterance is None:
             return
         if self.pcm is not None:
             tail = self.pcm.flush()
-            if len(tail) and not self.utterance.interrupted:
-                await self.session.push_stream(self.utterance, tail)
-        self.session.end_stream(self.utterance)
+            if len(tail):
+                self.pump.add(utterance, tail)
+        self.pump.add(utterance, None)
         self.utterance = None
 
     async def _interrupt(self, message: dict[str, Any]) -> None:
+        self.pump.clear()  # audio not yet queued belongs to the speech being cut
         self.session.interrupt()
         self.utterance = None
 
     async def _controls(self, message: dict[str, Any]) -> None:
         values = {k: v for k, v in message.items() if k != "type"}
         controls = await self.session.set_controls(values)
-        await self.websocket.send_text(json.dumps({"type": "controls", **controls.to_dict()}))
+        await _send_event(self.websocket, {"type": "controls", **controls.to_dict()})
+
+    async def finish(self, refused: bool) -> None:
+        """The connection ended: what came plays (all of it, unless it was refused)."""
+        if refused:
+            self.pump.clear()
+        if self.utterance is not None:
+            self.pump.add(self.utterance, None)
+        await self.pump.drain()
+
+
+def _sample_rate(websocket: WebSocket) -> int | None:
+    rate = websocket.query_params.get("sample_rate")
+    if not rate:
+        return None
+    try:
+        return int(rate)
+    except ValueError:
+        return -1  # PcmStream refuses it with the list of rates
 
 
 @router.websocket("/sessions/{session_id}/stream")
@@ -162,22 +310,29 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     session = await _open(websocket, session_id)
     if session is None:
         return
-    rate = websocket.query_params.get("sample_rate")
+    max_bytes = state_of(websocket).config.max_ws_message_bytes
     try:
-        reader = _StreamReader(websocket, session, int(rate) if rate else None)
+        reader = _StreamReader(websocket, session, _sample_rate(websocket), max_bytes)
     except (FacecastError, ValueError) as exc:
-        await websocket.send_text(json.dumps({"type": "error", "message": str(exc)}))
-        await websocket.close(code=1003, reason="unsupported sample rate")
+        await _send_event(websocket, {"type": "error", "message": str(exc)})
+        await websocket.close(code=CLOSE_UNSUPPORTED, reason="unsupported sample rate")
         return
     session.clients += 1
     forward = asyncio.create_task(_forward_events(websocket, session))
+    refused = False
     try:
         await _read_loop(websocket, reader)
+    except _Refusal as refusal:
+        refused = True
+        await reader.error(str(refusal))
+        with contextlib.suppress(RuntimeError):
+            await websocket.close(code=refusal.code, reason=str(refusal)[:120])
     finally:
         forward.cancel()
-        session.clients -= 1
-        if reader.utterance is not None:  # the sender vanished mid-utterance: play what came
-            session.end_stream(reader.utterance)
+        try:
+            await reader.finish(refused)
+        finally:
+            session.clients -= 1
 
 
 async def _read_loop(websocket: WebSocket, reader: _StreamReader) -> None:

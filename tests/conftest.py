@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 
 from tests.live import LiveServer, run_server
+from tests.loopback import use_loopback_ice
 from tests.speech import SpeechClip, flite_voices, make_speech_clip, tts_available, write_wav
 
 # Open vowels (AA, AO, AE, AW) and bilabials: a mouth that follows the phones must
 # open wide and close on this sentence; mostly close vowels (ee, oo) barely part the lips.
 SPEECH_TEXT = "Bob bought a large hot pot of apple jam, and Pam laughed out loud at the cat."
 SAMPLE_RATE = 16000
+
+# Every aiortc peer a test makes offers 127.0.0.1 only (the servers do too, see tests.live).
+use_loopback_ice()
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +65,36 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     args = ("--max-sessions", "3", "--session-idle-timeout", "4")
     with run_server(data_dir, *args) as server:
         yield server
+
+
+# Small limits, so the hardening tests see every one of them within seconds.
+HARDENED_ARGS = (
+    "--max-sessions",
+    "4",
+    "--session-idle-timeout",
+    "3",
+    "--peer-connect-timeout",
+    "2",
+    "--max-portraits",
+    "2",
+    "--max-queued-speech",
+    "20",
+)
+
+
+@pytest.fixture(scope="session")
+def hardened_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real `facecast serve` with small limits, for the hardening and fuzz tests."""
+    with run_server(tmp_path_factory.mktemp("hardened"), *HARDENED_ARGS) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real `facecast serve` with FACECAST_API_TOKEN set (and -v logging, as all are)."""
+    env = {"FACECAST_API_TOKEN": TEST_TOKEN}
+    with run_server(tmp_path_factory.mktemp("token"), env=env) as server:
+        yield server
+
+
+TEST_TOKEN = "s3cret-token-for-tests"

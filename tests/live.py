@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.loopback import SITE_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,15 +37,24 @@ def free_port() -> int:
 
 @contextmanager
 def run_server(
-    data_dir: Path, *args: str, env: dict[str, str] | None = None, startup_s: float = 90.0
+    data_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    startup_s: float = 90.0,
+    root: Path = ROOT,
 ) -> Iterator[LiveServer]:
-    """Start `facecast serve` on a free loopback port; stop it (and check it stopped) after."""
+    """Start `facecast serve` on a free loopback port; stop it (and check it stopped) after.
+
+    `root` is the checkout whose server runs (benchmarks compare another commit's)."""
     port = free_port()
     log_path = data_dir / f"server-{port}.log"
     environment = {**os.environ, "FACECAST_DATA_DIR": str(data_dir), **(env or {})}
+    # The server under test gathers loopback ICE candidates only (tests/loopback.py).
+    python_path = [str(SITE_DIR), environment.get("PYTHONPATH", "")]
+    environment["PYTHONPATH"] = os.pathsep.join(p for p in python_path if p)
     command = [sys.executable, "-m", "server.cli", "-v", "serve", "--port", str(port), *args]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=log)
+        process = subprocess.Popen(command, cwd=root, env=environment, stdout=log, stderr=log)
     server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
     try:
         _wait_healthy(server, env or {}, startup_s)

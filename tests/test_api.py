@@ -112,7 +112,13 @@ def test_uploads_that_work(api: httpx.Client, session_id: str, tmp_path: Path) -
     portrait_id = added.json()["id"]
     assert portrait_id in [p["id"] for p in api.get("/api/portraits").json()]
     image = api.get(f"/api/portraits/{portrait_id}/image")
-    assert image.status_code == 200 and image.content == mirrored.getvalue()
+    assert image.status_code == 200
+    # Stored re-encoded by the server (never the client's bytes), losslessly for a PNG.
+    assert image.headers["content-type"] == "image/png"
+    assert image.headers["x-content-type-options"] == "nosniff"
+    served = np.asarray(Image.open(io.BytesIO(image.content)).convert("RGB"))
+    sent = np.asarray(Image.open(io.BytesIO(mirrored.getvalue())).convert("RGB"))
+    np.testing.assert_array_equal(served, sent)
     switched = api.put(f"/api/sessions/{session_id}/portrait", json={"portrait_id": portrait_id})
     assert switched.status_code == 200 and switched.json()["portrait_id"] == portrait_id
 
@@ -207,7 +213,7 @@ def test_session_cap_gives_503_and_metrics_count_it(api: httpx.Client) -> None:
 
 def test_api_token_protects_every_endpoint() -> None:
     app = create_app(ServerConfig(api_token="s3cret"))
-    client = TestClient(app)  # no lifespan: the token check needs no engines
+    client = TestClient(app, base_url="http://localhost")  # no lifespan: no engines needed
     for method, path in [
         ("GET", "/api/health"),
         ("GET", "/api/sessions"),
@@ -236,13 +242,15 @@ def test_api_token_protects_every_endpoint() -> None:
 
 
 def test_cors_allows_only_configured_origins() -> None:
-    client = TestClient(create_app(ServerConfig(cors_origins=("http://app.example",))))
+    client = TestClient(
+        create_app(ServerConfig(cors_origins=("http://app.example",))), base_url="http://localhost"
+    )
     preflight = {"Access-Control-Request-Method": "POST"}
     allowed = client.options("/api/sessions", headers={"Origin": "http://app.example", **preflight})
     assert allowed.headers.get("access-control-allow-origin") == "http://app.example"
     other = client.options("/api/sessions", headers={"Origin": "http://evil.example", **preflight})
     assert "access-control-allow-origin" not in other.headers
-    closed = TestClient(create_app(ServerConfig()))  # no origins configured: no CORS at all
+    closed = TestClient(create_app(ServerConfig()), base_url="http://localhost")  # no CORS
     response = closed.options(
         "/api/sessions", headers={"Origin": "http://app.example", **preflight}
     )

@@ -309,3 +309,28 @@ def test_extreme_aspect_too_small_after_downscale(original: Image.Image) -> None
 def test_max_side_below_min_side_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="max_side"):
         load_portrait(ASSET, max_side=32)
+
+
+def test_high_bit_depth_is_rescaled_in_blocks_exactly_as_a_whole() -> None:
+    from engines.image_io import _scale_to_8bit
+
+    rng = np.random.default_rng(0)
+    sixteen = rng.integers(0, 65536, size=(1100, 37), dtype=np.uint16)
+    scaled, how = _scale_to_8bit(sixteen)
+    assert how == "16-bit"
+    expected = np.clip(np.rint(sixteen.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(scaled, expected)
+    floats = rng.normal(size=(1030, 5)).astype(np.float32) * 1000
+    floats[3, 2], floats[700, 1] = np.nan, np.inf
+    scaled, how = _scale_to_8bit(floats)
+    assert how.startswith("range")
+    clean = np.nan_to_num(floats.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = clean.min(), clean.max()
+    expected = np.clip(np.rint((clean - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(scaled, expected)
+
+
+def test_formats_that_decode_at_full_size_have_a_lower_pixel_cap() -> None:
+    # 30 MP: a JPEG of that size decodes at reduced scale; a PNG would be decoded whole.
+    with pytest.raises(InvalidImageError, match="over the limit of 24 megapixels for PNG"):
+        load_portrait(_png_header(6000, 5000))

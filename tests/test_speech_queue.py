@@ -155,3 +155,32 @@ def test_a_whole_utterance_too_big_to_fit_is_refused_and_not_queued() -> None:
     with pytest.raises(OverflowError, match=r"full: 0\.2 s of audio does not fit \(0\.1 s free"):
         queue.add(too_long, _ramp(9600))
     assert queue.utterances == () and not queue.take(960).started
+
+
+def test_a_stalled_stream_ends_after_the_gap_and_lets_later_speech_play() -> None:
+    now = [0.0]
+    queue = SpeechQueue(int(10 * RATE), 960, stream_gap_s=2.0, clock=lambda: now[0])
+    stalled = Utterance("websocket", streaming=True)
+    queue.add(stalled)
+    queue.push(stalled, _ramp(480))  # under the jitter buffer, and then nothing more
+    later = Utterance("tts", streaming=False)
+    queue.add(later, _ramp(960, 5000))
+    now[0] = 1.9
+    assert not queue.take(1920).started  # still within the gap: the stream may go on
+    now[0] = 2.1
+    taken = queue.take(1920)
+    assert stalled.ended
+    assert [u.id for u, _ in taken.started] == [stalled.id, later.id]
+    assert np.array_equal(taken.playback[:480], _ramp(480))
+    assert np.array_equal(taken.playback[480:1440], _ramp(960, 5000))
+
+
+def test_a_stream_waiting_with_audio_to_play_is_not_ended_by_the_gap() -> None:
+    now = [0.0]
+    queue = SpeechQueue(int(10 * RATE), 960, stream_gap_s=2.0, clock=lambda: now[0])
+    stream = Utterance("websocket", streaming=True)
+    queue.add(stream)
+    queue.push(stream, _ramp(48000))  # a full second queued: it is playing, not starving
+    now[0] = 5.0
+    queue.take(1920)
+    assert not stream.ended
