@@ -16,11 +16,13 @@ import argparse
 import asyncio
 import io
 import json
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,29 +43,63 @@ PROBE_S = 0.05
 
 @dataclass
 class Probe:
-    """Health-probe latencies and RSS samples of one server while a scenario runs."""
+    """Health-probe latencies (from a separate process, so this one's work cannot delay
+    them) and RSS samples of one server while a scenario runs."""
 
     server: LiveServer
-    latencies: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
+    ready: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _process: subprocess.Popen[str] | None = None
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.server.url, timeout=120) as client:
-            while not self._stop.is_set():
-                start = time.perf_counter()
-                with suppress(httpx.HTTPError):
-                    client.get("/api/health")
-                self.latencies.append(time.perf_counter() - start)
-                self.rss_mb.append(_rss_mb(self.server.process.pid))
-                time.sleep(PROBE_S)
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _PROBE_SCRIPT, self.server.url, str(PROBE_S)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._process.stdout is not None
+        self._process.stdout.readline()  # "ready": probing before the scenario starts
+        self.ready.set()
+        while not self._stop.is_set():
+            self.rss_mb.append(_rss_mb(self.server.process.pid))
+            time.sleep(PROBE_S)
 
     def stop(self) -> dict[str, float]:
         self._stop.set()
+        latencies: list[float] = []
+        if self._process is not None:
+            out, _ = self._process.communicate("stop\n", timeout=150)
+            latencies = json.loads(out or "[]")
         return {
-            "loop_stall_ms_max": round(max(self.latencies, default=0) * 1000, 1),
+            "loop_stall_ms_max": round(max(latencies, default=0) * 1000, 1),
             "rss_mb_peak": round(max(self.rss_mb, default=0), 1),
         }
+
+
+# The probe: its own process with nothing but httpx, so neither this process's work
+# nor its imports can delay a probe. GET /api/health every interval until stdin says stop.
+_PROBE_SCRIPT = """
+import json, sys, threading, time
+import httpx
+url, interval = sys.argv[1], float(sys.argv[2])
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+latencies = []
+with httpx.Client(base_url=url, timeout=120) as client:
+    client.get("/api/health")
+    print("ready", flush=True)
+    while not stop.is_set():
+        start = time.perf_counter()
+        try:
+            client.get("/api/health")
+        except httpx.HTTPError:
+            pass
+        latencies.append(time.perf_counter() - start)
+        time.sleep(interval)
+print(json.dumps(latencies))
+"""
 
 
 def _rss_mb(pid: int) -> float:
@@ -95,6 +131,7 @@ def _measured(root: Path) -> Iterator[tuple[LiveServer, dict[str, Any]]]:
         probe = Probe(server)
         thread = threading.Thread(target=probe.run, daemon=True)
         thread.start()
+        probe.ready.wait(timeout=60)
         try:
             yield server, figures
         finally:
