@@ -168,9 +168,9 @@ def reference_render_ms(frames: int = 40) -> float:
     The host is shared: the same loop has varied 2x within minutes on an idle guest."""
     import torch
 
-    from engines.face_encoder import FaceEncoder
-    from engines.motion_space import neutral_motion
-    from engines.renderer import FaceRenderer, RendererConfig
+    from engines.face.encoder import FaceEncoder
+    from engines.motion.space import neutral_motion
+    from engines.render.renderer import FaceRenderer, RendererConfig
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -351,7 +351,7 @@ async def stream_bursts(
 
 
 def _gap(rgb: np.ndarray) -> float | None:
-    from engines import face_landmarks as fl
+    from engines.face import landmarks as fl
 
     landmarks = fl.face_mesh(np.ascontiguousarray(rgb))
     return None if landmarks is None else float(fl.inner_lip_gap(landmarks))

@@ -3,7 +3,7 @@
 Usage: python -m benchmarks.bench_engines [--backends torch-cpu onnxruntime ...]
                                           [--max-streams 32] [--seconds 4]
 
-Default: every backend that can run on this machine (engines.stages.check_backend
+Default: every backend that can run on this machine (engines.backends.registry.check_backend
 decides; the others are listed with the reason), and torch-cpu/onnxruntime:
 torch renders, onnxruntime runs the motion stages (--motion-backend). For each:
 
@@ -53,13 +53,13 @@ from benchmarks._common import (
     summarize,
     timed_calls,
 )
-from engines.audio_io import read_audio
+from engines.audio.decoding import read_audio
+from engines.backends.registry import BACKEND_NAMES, BackendConfig, check_backends, frame_renderer
 from engines.errors import BackendUnavailableError
-from engines.face_encoder import FaceEncoder
-from engines.learned_motion import LearnedMotion
-from engines.motion_source import MotionConfig
-from engines.renderer import RendererConfig
-from engines.stages import BACKEND_NAMES, BackendConfig, check_backends, frame_renderer
+from engines.face.encoder import FaceEncoder
+from engines.motion import MotionConfig
+from engines.motion.learned import LearnedMotion
+from engines.render.renderer import RendererConfig
 from engines.types import AudioChunk, MotionWindow
 from server.mp4_output import Mp4Writer
 

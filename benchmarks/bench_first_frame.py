@@ -56,7 +56,7 @@ def _mirrored_portrait(variant: int) -> bytes:
     """The built-in portrait mirrored, as PNG; `variant` changes one pixel (a new content hash)."""
     from PIL import Image
 
-    from engines.face_encoder import default_portrait_path
+    from engines.paths import default_portrait_path
 
     image = Image.open(default_portrait_path()).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT)
     image.putpixel((0, 0), (variant % 256, (variant // 256) % 256, 7))

@@ -6,7 +6,7 @@ Held-out speech: sentences drawn with another seed than the training corpus
 plus free sentences outside its templates, spoken by voices kept out of
 training (flite's slt, espeak-ng's en-029+m2 and en-us-nyc+f3), and the real
 recording ../shared/assets/speech/en_male_radio.wav when present. The judge is
-pocketsphinx (engines.phone_align): forced alignment of the known text for the
+pocketsphinx (engines.training.phone_align): forced alignment of the known text for the
 synthetic clips, free phone recognition for the recording (no transcript).
 
 Sources: the learned sampler streaming with 1 and 2 frames heard per call (the
@@ -47,18 +47,19 @@ from benchmarks._common import (
     run_and_report,
     summarize,
 )
-from engines import motion_space as ms
-from engines.aligned_speech import ESPEAK_HELD_OUT_VOICES, synthesize_espeak
-from engines.audio_io import read_audio
-from engines.controls import Controls, apply_control_state, control_state
-from engines.corpus import make_sentences, synthesize
+from engines.audio.decoding import read_audio
 from engines.errors import SynthesisError
-from engines.learned_motion import DEFAULT_CHECKPOINT, default_motion_model
-from engines.motion_metrics import blink_onsets, head_velocity, jerk, lip_gap, lip_sync_score
-from engines.motion_source import MotionConfig, open_motion_source
-from engines.phone_align import PhoneAligner
+from engines.motion import MotionConfig, open_motion_source
+from engines.motion import space as ms
+from engines.motion.controls import Controls, apply_control_state, control_state
+from engines.motion.learned import default_motion_model
+from engines.paths import DEFAULT_CHECKPOINT
+from engines.training.aligned_speech import ESPEAK_HELD_OUT_VOICES, synthesize_espeak
+from engines.training.corpus import make_sentences, synthesize
+from engines.training.metrics import blink_onsets, head_velocity, jerk, lip_gap, lip_sync_score
+from engines.training.phone_align import PhoneAligner
+from engines.training.visemes import Phone
 from engines.types import AudioChunk
-from engines.visemes import Phone
 
 logger = logging.getLogger(__name__)
 

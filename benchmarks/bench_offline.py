@@ -33,7 +33,7 @@ from benchmarks._common import (
     run_and_report,
     summarize,
 )
-from engines.face_encoder import FaceEncoderConfig
+from engines.face.encoder import FaceEncoderConfig
 from server.offline import RenderJobConfig, render_to_mp4
 from server.tts import synthesize_speech
 

@@ -38,10 +38,12 @@ from benchmarks._common import (
     run_and_report,
     summarize,
 )
-from engines import face_encoder, face_landmarks
-from engines.face_encoder import FaceEncoder, FaceEncoderConfig
-from engines.motion_space import neutral_motion
-from engines.renderer import FaceRenderer
+from engines.face import encoder as face_encoder
+from engines.face import landmarks as face_landmarks
+from engines.face.encoder import FaceEncoder, FaceEncoderConfig
+from engines.motion.space import neutral_motion
+from engines.paths import default_portrait_path
+from engines.render.renderer import FaceRenderer
 
 __all__ = ["main", "run"]
 
@@ -101,7 +103,7 @@ def bench_portrait(label: str, source: Path | None, args: argparse.Namespace, tm
     first = [_first_frame_ms(source, warm_dir) for _ in range(args.warm)]
     return {
         "portrait": label,
-        "file_bytes": (source or face_encoder.default_portrait_path()).stat().st_size,
+        "file_bytes": (source or default_portrait_path()).stat().st_size,
         "cold_ms": summarize(cold),
         "warm_ms": summarize(warm),
         "first_frame_ms": summarize(first),

@@ -44,9 +44,9 @@ from benchmarks._common import (
     write_results,
 )
 from benchmarks.contact_sheet import baseline_motion
-from engines.avatar import Avatar
-from engines.face_encoder import FaceEncoder, FaceEncoderConfig
-from engines.renderer import FaceRenderer
+from engines.face.avatar import Avatar
+from engines.face.encoder import FaceEncoder, FaceEncoderConfig
+from engines.render.renderer import FaceRenderer
 from server.mp4_output import Mp4Writer
 
 __all__ = ["main", "run"]

@@ -14,11 +14,11 @@ import cv2
 import numpy as np
 import torch
 
-from engines.audio_io import iter_audio
-from engines.face_encoder import FaceEncoder
-from engines.motion_source import MOTION_KINDS, MotionConfig, open_motion_source
-from engines.motion_space import index_of
-from engines.renderer import FaceRenderer
+from engines.audio.decoding import iter_audio
+from engines.face.encoder import FaceEncoder
+from engines.motion import MOTION_KINDS, MotionConfig, open_motion_source
+from engines.motion.space import index_of
+from engines.render.renderer import FaceRenderer
 from server.tts import synthesize_speech
 
 TILE = 256

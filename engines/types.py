@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .motion_space import MOTION_DIM
-
 __all__ = [
     "AudioChunk",
     "AudioFeatures",
@@ -85,6 +83,8 @@ class MotionWindow:
     pts: int
 
     def __post_init__(self) -> None:
+        from .motion.space import MOTION_DIM  # here: engines.motion's modules import this one
+
         if self.values.ndim != 2 or self.values.shape[1] != MOTION_DIM:
             raise ValueError(
                 f"MotionWindow.values must be (T, {MOTION_DIM}), got shape {self.values.shape}"

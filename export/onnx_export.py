@@ -24,10 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from engines.backends import InferenceBackend, OnnxRuntimeBackend, TorchBackend
-from engines.checkpoint import MotionModel
-from engines.face_encoder import FaceEncoder
-from engines.learned_motion import DEFAULT_CHECKPOINT, default_motion_model
-from engines.onnx_graphs import (
+from engines.backends.graphs import (
     DENOISER,
     ENCODER,
     RENDERER,
@@ -38,7 +35,11 @@ from engines.onnx_graphs import (
     motion_specs,
     renderer_specs,
 )
-from engines.renderer import FaceRenderer
+from engines.face.encoder import FaceEncoder
+from engines.motion.learned import default_motion_model
+from engines.motion.model import MotionModel
+from engines.paths import DEFAULT_CHECKPOINT
+from engines.render.renderer import FaceRenderer
 
 __all__ = ["export_all", "parity", "stage_backends", "stage_specs"]
 

@@ -28,7 +28,7 @@ import av
 import numpy as np
 from scipy import signal
 
-from engines.audio_io import (
+from engines.audio.decoding import (
     SUPPORTED_FORMATS_HINT,
     open_audio_container,
     undecodable_audio_error,

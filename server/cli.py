@@ -11,10 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from engines.backends.registry import BACKEND_NAMES, BackendConfig, check_backends
 from engines.errors import FacecastError
-from engines.face_encoder import FaceEncoder
-from engines.motion_source import MOTION_KINDS
-from engines.stages import BACKEND_NAMES, BackendConfig, check_backends
+from engines.face.encoder import FaceEncoder
+from engines.motion import MOTION_KINDS
 
 from .auth import TokenRedactingFilter
 from .offline import RenderJobConfig, render_to_mp4
@@ -116,7 +116,7 @@ def _motion_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from engines.training import TrainConfig, train  # torch training: only this command
+    from engines.training.train import TrainConfig, train  # torch training: only this command
 
     overrides = {
         "steps": args.steps,

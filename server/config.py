@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engines.face_encoder import FaceEncoderConfig, default_cache_dir
-from engines.motion_source import MOTION_KINDS, MotionConfig
-from engines.renderer import RendererConfig
-from engines.stages import BackendConfig
+from engines.backends.registry import BackendConfig
+from engines.face.encoder import FaceEncoderConfig
+from engines.motion import MOTION_KINDS, MotionConfig
+from engines.paths import avatar_cache_dir
+from engines.render.renderer import RendererConfig
 
 from .guard import default_allowed_hosts
 
@@ -62,7 +63,7 @@ class SessionConfig:
     max_buffered_frames: int = 16
     renderer: RendererConfig = field(default_factory=RendererConfig)
     motion: MotionConfig = field(default_factory=MotionConfig)
-    # Where the audio encoder, denoiser and renderer run (engines.stages).
+    # Where the audio encoder, denoiser and renderer run (engines.backends.registry).
     backend: BackendConfig = field(default_factory=BackendConfig)
 
     def __post_init__(self) -> None:
@@ -112,7 +113,7 @@ class ServerConfig:
     torch_threads: int = 1
     # A session with no viewer and no WebSocket client for this long is closed.
     session_idle_timeout_s: float = 60.0
-    data_dir: Path = field(default_factory=lambda: default_cache_dir().parent)
+    data_dir: Path = field(default_factory=lambda: avatar_cache_dir().parent)
     session: SessionConfig = field(default_factory=SessionConfig)
     encoder: FaceEncoderConfig = field(default_factory=FaceEncoderConfig)
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.audio_io import iter_audio
-from engines.avatar import Avatar
-from engines.face_encoder import FaceEncoder, FaceEncoderConfig
-from engines.motion_source import MotionConfig, open_motion_source
-from engines.renderer import RendererConfig
-from engines.stages import BackendConfig, FrameRenderer, frame_renderer
+from engines.audio.decoding import iter_audio
+from engines.backends.registry import BackendConfig, FrameRenderer, frame_renderer
+from engines.face.avatar import Avatar
+from engines.face.encoder import FaceEncoder, FaceEncoderConfig
+from engines.motion import MotionConfig, open_motion_source
+from engines.render.renderer import RendererConfig
 from engines.types import MotionWindow
 
 from .mp4_output import Mp4Writer

@@ -33,9 +33,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from engines.avatar import Avatar
-from engines.face_encoder import FaceEncoder, default_portrait_path
-from engines.image_io import load_portrait
+from engines.face.avatar import Avatar
+from engines.face.encoder import FaceEncoder
+from engines.face.image_io import load_portrait
+from engines.paths import default_portrait_path
 
 __all__ = [
     "PortraitInfo",

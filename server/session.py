@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.avatar import Avatar
-from engines.controls import Controls
-from engines.motion_source import open_motion_source
-from engines.stages import frame_renderer
+from engines.backends.registry import frame_renderer
+from engines.face.avatar import Avatar
+from engines.motion import open_motion_source
+from engines.motion.controls import Controls
 from engines.types import AudioChunk
 
 from .audio_ingest import FEATURE_RATE, PLAYBACK_RATE, Downsampler

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import torch
 from starlette.requests import HTTPConnection
 
-from engines.avatar import Avatar
-from engines.face_encoder import FaceEncoder
-from engines.motion_source import open_motion_source
-from engines.motion_space import neutral_motion
-from engines.stages import frame_renderer
+from engines.backends.registry import frame_renderer
+from engines.face.avatar import Avatar
+from engines.face.encoder import FaceEncoder
+from engines.motion import open_motion_source
+from engines.motion.space import neutral_motion
 
 from .config import ServerConfig
 from .metrics import ServerMetrics

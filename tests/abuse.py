@@ -17,7 +17,7 @@ import httpx
 from aiortc import RTCConfiguration, RTCPeerConnection
 from PIL import Image, ImageEnhance
 
-from engines.face_encoder import default_portrait_path
+from engines.paths import default_portrait_path
 from tests.live import LiveServer
 
 __all__ = [

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines import face_landmarks as fl
-from engines.face_encoder import default_portrait_path
+from engines.face import landmarks as fl
+from engines.paths import default_portrait_path
 
 SHARED_PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "portraits"
 

@@ -1,4 +1,4 @@
-"""engines.aligned_speech: espeak-ng voices and real recordings, phones by forced alignment."""
+"""engines.training.aligned_speech: espeak-ng voices and recordings, phones by forced alignment."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from engines.aligned_speech import (
+from engines.errors import SynthesisError
+from engines.training.aligned_speech import (
     ESPEAK_HELD_OUT_VOICES,
     ESPEAK_TRAIN_VOICES,
     iter_recordings,
     synthesize_espeak,
 )
-from engines.corpus import build_corpus, load_corpus, synthesize
-from engines.errors import SynthesisError
-from engines.phone_align import PhoneAligner
+from engines.training.corpus import build_corpus, load_corpus, synthesize
+from engines.training.phone_align import PhoneAligner
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("flite") is None,

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
-from engines.face_encoder import default_portrait_path
+from engines.paths import default_portrait_path
 from server.app import create_app
 from server.config import ServerConfig
 from tests.live import LiveServer

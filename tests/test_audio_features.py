@@ -1,4 +1,4 @@
-"""engines.audio_features: timing contract, chunk invariance, features that mean what they say."""
+"""engines.audio.features: timing contract, chunk invariance, features that mean what they say."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.audio_features import (
+from engines.audio.decoding import iter_audio, read_audio
+from engines.audio.features import (
     FEATURE_NAMES,
     SCALAR_NAMES,
     AudioFeatureConfig,
@@ -19,7 +20,6 @@ from engines.audio_features import (
     frame_count,
     mel_filterbank,
 )
-from engines.audio_io import iter_audio, read_audio
 from engines.types import AudioChunk
 
 SR = 16000

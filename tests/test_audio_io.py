@@ -1,4 +1,4 @@
-"""engines.audio_io on real speech in every container/codec we promise, and every error case."""
+"""engines.audio.decoding on real speech in every container and codec we promise, and errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from scipy.io import wavfile
 
-from engines.audio_io import AudioInfo, iter_audio, probe_audio, read_audio
+from engines.audio.decoding import AudioInfo, iter_audio, probe_audio, read_audio
 from engines.errors import InvalidAudioError
 from tests.speech import SpeechClip, load_wav, write_wav
 

@@ -1,4 +1,4 @@
-"""engines.baseline on real speech features: mouth follows speech, face never freezes, streams."""
+"""engines.motion.baseline on real speech: the mouth follows speech, the face never freezes."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines import motion_space as ms
-from engines.audio_features import (
+from engines.audio.decoding import read_audio
+from engines.audio.features import (
     FEATURE_NAMES,
     AudioFeatureConfig,
     AudioFeatureExtractor,
     feature_index,
 )
-from engines.audio_io import read_audio
-from engines.baseline import BaselineConfig, ProceduralMotionSource
+from engines.motion import space as ms
+from engines.motion.baseline import BaselineConfig, ProceduralMotionSource
 from engines.types import AudioChunk, AudioFeatures, MotionWindow
 
 FPS = 25

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from engines import motion_space as ms
-from engines.baseline import BaselineConfig, ProceduralMotionSource
-from engines.controls import EMOTIONS, ControlMixer, Controls
-from engines.face_encoder import FaceEncoder, FaceEncoderConfig
-from engines.renderer import FaceRenderer
+from engines.face.encoder import FaceEncoder, FaceEncoderConfig
+from engines.motion import space as ms
+from engines.motion.baseline import BaselineConfig, ProceduralMotionSource
+from engines.motion.controls import EMOTIONS, ControlMixer, Controls
+from engines.render.renderer import FaceRenderer
 from engines.types import MotionWindow
 from tests.portraits import landmarks_of
 

@@ -1,4 +1,4 @@
-"""engines.corpus: flite speech with its own phone timings, augmentation, corpus files."""
+"""engines.training.corpus: flite speech with its own phone timings, augmentation, corpus files."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines import corpus
-from engines.aligned_speech import ESPEAK_TRAIN_VOICES
-from engines.corpus import (
+from engines.training import corpus
+from engines.training.aligned_speech import ESPEAK_TRAIN_VOICES
+from engines.training.corpus import (
     CorpusConfig,
     SynthesisError,
     augment,
@@ -20,7 +20,7 @@ from engines.corpus import (
     make_sentences,
     synthesize,
 )
-from engines.visemes import PHONES
+from engines.training.visemes import PHONES
 
 HAS_FLITE = shutil.which("flite") is not None
 needs_flite = pytest.mark.skipif(

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from engines.backends import BackendDenoiser, OnnxRuntimeBackend
+from engines.backends.graphs import DENOISER, ENCODER, RENDERER, example_feeds
 from engines.errors import BackendUnavailableError
-from engines.face_encoder import FaceEncoder, FaceEncoderConfig
-from engines.learned_motion import default_motion_model
-from engines.motion_model import MotionSampler
-from engines.onnx_graphs import DENOISER, ENCODER, RENDERER, example_feeds
-from engines.renderer import FaceRenderer
+from engines.face.encoder import FaceEncoder, FaceEncoderConfig
+from engines.motion.learned import default_motion_model
+from engines.motion.model import MotionSampler
+from engines.render.renderer import FaceRenderer
 from export.onnx_export import export_all, main, parity, stage_backends, stage_specs
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")

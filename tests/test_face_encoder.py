@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from engines.errors import FaceTooSmallError, InvalidImageError, NoFaceError, NotAFaceError
-from engines.face_encoder import FaceEncoder, FaceEncoderConfig
+from engines.face.encoder import FaceEncoder, FaceEncoderConfig
 from tests.portraits import SHARED_PORTRAITS, portrait_path
 
 

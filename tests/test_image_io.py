@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from engines.errors import InvalidImageError
-from engines.image_io import MIN_SIDE, PortraitImage, load_portrait
+from engines.face.image_io import MIN_SIDE, PortraitImage, load_portrait
 
 ASSET = Path(__file__).resolve().parents[1] / "engines" / "assets" / "la_velata.jpg"
 
@@ -312,7 +312,7 @@ def test_max_side_below_min_side_is_a_programming_error() -> None:
 
 
 def test_high_bit_depth_is_rescaled_in_blocks_exactly_as_a_whole() -> None:
-    from engines.image_io import _scale_to_8bit
+    from engines.face.image_io import _scale_to_8bit
 
     rng = np.random.default_rng(0)
     sixteen = rng.integers(0, 65536, size=(1100, 37), dtype=np.uint16)

@@ -13,15 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines import motion_space as ms
-from engines.audio_features import frame_count
-from engines.checkpoint import CheckpointError
-from engines.controls import Controls
-from engines.corpus import synthesize
-from engines.learned_motion import DEFAULT_CHECKPOINT, LearnedMotion, _Resampler
-from engines.motion_metrics import blink_onsets, head_velocity, lip_gap, lip_sync_score
-from engines.motion_source import MotionConfig, open_motion_source
-from engines.phone_align import PhoneAligner
+from engines.audio.features import frame_count
+from engines.motion import MotionConfig, open_motion_source
+from engines.motion import space as ms
+from engines.motion.checkpoint import CheckpointError
+from engines.motion.controls import Controls
+from engines.motion.learned import LearnedMotion, _Resampler
+from engines.paths import DEFAULT_CHECKPOINT
+from engines.training.corpus import synthesize
+from engines.training.metrics import blink_onsets, head_velocity, lip_gap, lip_sync_score
+from engines.training.phone_align import PhoneAligner
 from engines.types import AudioChunk
 
 RATE = 16000

@@ -1,20 +1,20 @@
-"""engines.motion_metrics: each measure tells the cases it exists to tell apart."""
+"""engines.training.metrics: each measure tells the cases it exists to tell apart."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engines import motion_space as ms
-from engines.motion_metrics import (
+from engines.motion import space as ms
+from engines.training.metrics import (
     blink_onsets,
     head_velocity,
     jerk,
     lip_sync_score,
     open_vowel_rate,
 )
-from engines.phone_align import openness_curve
-from engines.visemes import Phone
+from engines.training.phone_align import openness_curve
+from engines.training.visemes import Phone
 
 FPS = 25
 # "Bob ate a map": B AA B | EY T | AH | M AE P, 40 ms frames.

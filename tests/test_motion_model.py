@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from engines import motion_space as ms
-from engines.audio_features import FEATURE_NAMES
-from engines.controls import CONTROL_DIM, Controls, control_state
-from engines.diffusion import DDIMScheduler
-from engines.motion_model import (
+from engines.audio.features import FEATURE_NAMES
+from engines.motion import space as ms
+from engines.motion.controls import CONTROL_DIM, Controls, control_state
+from engines.motion.diffusion import DDIMScheduler
+from engines.motion.model import (
     AudioEncoder,
     MotionDenoiser,
     MotionNormalizer,

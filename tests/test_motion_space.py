@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines import motion_space as ms
+from engines.motion import space as ms
 
 
 def test_layout_is_pose_then_expression_then_gaze() -> None:

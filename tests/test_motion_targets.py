@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines import motion_space as ms
-from engines.corpus import synthesize
 from engines.errors import SynthesisError
-from engines.motion_targets import utterance_targets
-from engines.visemes import MOUTH_CHANNELS, phone_targets
+from engines.motion import space as ms
+from engines.training.corpus import synthesize
+from engines.training.targets import utterance_targets
+from engines.training.visemes import MOUTH_CHANNELS, phone_targets
 
 FPS = 25
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from engines.audio_features import frame_count
-from engines.audio_io import probe_audio
+from engines.audio.decoding import probe_audio
+from engines.audio.features import frame_count
 from server.offline import RenderJobConfig, render_to_mp4
 from tests.portraits import mouth_gap
 

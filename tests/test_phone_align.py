@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.visemes import Phone, parse_arpabet
+from engines.training.visemes import Phone, parse_arpabet
 from tests.speech import flite_voices, load_wav, tts_available
 
 pytest.importorskip("pocketsphinx", reason="pip install pocketsphinx for the phone aligner")
 
-from engines.phone_align import (  # noqa: E402
+from engines.training.phone_align import (  # noqa: E402
     OPENNESS,
     PhoneAligner,
     bilabial_closure_rate,

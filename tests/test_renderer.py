@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from engines import face_landmarks as fl
-from engines.face_encoder import FaceEncoder, FaceEncoderConfig
-from engines.motion_space import MOTION_DIM, motion_from_dict, neutral_motion
-from engines.renderer import FaceRenderer
+from engines.face import landmarks as fl
+from engines.face.encoder import FaceEncoder, FaceEncoderConfig
+from engines.motion.space import MOTION_DIM, motion_from_dict, neutral_motion
+from engines.render.renderer import FaceRenderer
 from tests.portraits import landmarks_of, mouth_gap, psnr
 
 

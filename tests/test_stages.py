@@ -16,16 +16,8 @@ import pytest
 import torch
 
 from engines.backends.batching import CoalescingDenoiser
-from engines.checkpoint import load_motion_model
-from engines.corpus import synthesize
-from engines.errors import BackendUnavailableError
-from engines.face_encoder import FaceEncoder, FaceEncoderConfig
-from engines.learned_motion import DEFAULT_CHECKPOINT, LearnedMotion, default_motion_model
-from engines.motion_source import MotionConfig
-from engines.motion_space import motion_from_dict, neutral_motion
-from engines.onnx_graphs import motion_graphs, renderer_graph
-from engines.renderer import FaceRenderer, RendererConfig
-from engines.stages import (
+from engines.backends.graphs import motion_graphs, renderer_graph
+from engines.backends.registry import (
     BACKEND_NAMES,
     BackendConfig,
     CudaFrameRenderer,
@@ -33,6 +25,15 @@ from engines.stages import (
     frame_renderer,
     motion_stages,
 )
+from engines.errors import BackendUnavailableError
+from engines.face.encoder import FaceEncoder, FaceEncoderConfig
+from engines.motion import MotionConfig
+from engines.motion.checkpoint import load_motion_model
+from engines.motion.learned import LearnedMotion, default_motion_model
+from engines.motion.space import motion_from_dict, neutral_motion
+from engines.paths import DEFAULT_CHECKPOINT
+from engines.render.renderer import FaceRenderer, RendererConfig
+from engines.training.corpus import synthesize
 from engines.types import AudioChunk
 
 RATE = 16000

@@ -196,7 +196,7 @@ def denoiser_onnx(tmp_path_factory: pytest.TempPathFactory):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
-    from engines.learned_motion import default_motion_model
+    from engines.motion.learned import default_motion_model
     from export.onnx_export import DENOISER, export_motion_model, motion_specs
 
     model = default_motion_model()

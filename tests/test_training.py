@@ -1,4 +1,4 @@
-"""engines.training: checkpoint round trip and errors, a tiny training run, the CLI."""
+"""engines.training.train: checkpoint round trip and errors, a tiny training run, the CLI."""
 
 from __future__ import annotations
 
@@ -13,16 +13,22 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from engines import motion_space as ms
-from engines.audio_features import FEATURE_NAMES
-from engines.motion_model import (
+from engines.audio.features import FEATURE_NAMES
+from engines.motion import space as ms
+from engines.motion.model import (
     AudioEncoder,
     MotionDenoiser,
     MotionModelConfig,
     MotionNormalizer,
     MotionSampler,
 )
-from engines.training import CheckpointError, TrainConfig, load_checkpoint, save_checkpoint, train
+from engines.training.train import (
+    CheckpointError,
+    TrainConfig,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_flite = pytest.mark.skipif(

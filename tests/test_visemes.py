@@ -1,12 +1,12 @@
-"""engines.visemes: phone timings -> mouth targets with dominance coarticulation."""
+"""engines.training.visemes: phone timings -> mouth targets with dominance coarticulation."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engines import motion_space as ms
-from engines.visemes import PHONES, VISEME_TARGETS, Phone, parse_arpabet, phone_targets
+from engines.motion import space as ms
+from engines.training.visemes import PHONES, VISEME_TARGETS, Phone, parse_arpabet, phone_targets
 
 FPS = 25
 JAW, CLOSE = ms.index_of("jawOpen"), ms.index_of("mouthClose")
@@ -150,3 +150,9 @@ def test_unknown_symbol_names_the_valid_set() -> None:
         parse_arpabet("XX")
     with pytest.raises(ValueError):
         phone_targets(SENTENCE, 0.0)
+
+
+def test_the_viseme_table_names_exactly_the_motion_spaces_mouth() -> None:
+    from engines.training.visemes import _CHANNELS
+
+    assert _CHANNELS == ms.MOUTH_CHANNELS

@@ -4,7 +4,7 @@ Every neural stage is a graph with named inputs and outputs (the ONNX tensor
 names); a backend runs it: `run(feeds) -> outputs`, both dicts keyed by those
 names. The same contract test runs over every backend that is installed.
 TensorRT lives in tensorrt_backend, imported on use (it needs a GPU);
-engines.stages picks backends for a session from its config.
+engines.backends.registry picks backends for a session from its config.
 """
 
 from .base import InferenceBackend, TensorSpec

@@ -1,8 +1,8 @@
 """Training speech whose phone timings come from forced alignment: espeak-ng and real recordings.
 
-flite reports the segment times it synthesized from (engines.corpus); espeak-ng
+flite reports the segment times it synthesized from (engines.training.corpus); espeak-ng
 and a person's recordings do not, so their phones come from pocketsphinx
-(engines.phone_align.PhoneAligner.align, against the known transcript). That
+(engines.training.phone_align.PhoneAligner.align, against the known transcript). That
 widens the corpus with voices flite lacks (espeak-ng's accents and its voice
 variants: other formants, pitch and breathiness) and lets a user add real speech.
 
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio_io import read_audio
-from .errors import InvalidAudioError, SynthesisError
+from ..audio.decoding import read_audio
+from ..errors import InvalidAudioError, SynthesisError
 from .phone_align import PhoneAligner
 from .visemes import Phone
 

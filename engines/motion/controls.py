@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from . import motion_space as ms
-from .types import MotionWindow
+from ..types import MotionWindow
+from . import space as ms
 
 __all__ = [
     "CONTROL_DIM",

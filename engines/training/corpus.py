@@ -28,10 +28,10 @@ boundaries are the synthesizer's, e.g. a stop /p/ holds its closure and its
 burst, and a diphone voice (kal) crossfades units around each boundary; the
 last pause can end after the audio (kal by ~0.1 s) or a few ms past it (slt,
 awb), so ends are clamped to the audio length. Phone symbols are
-engines.visemes symbols (pau -> SIL, ax -> AH).
+engines.training.visemes symbols (pau -> SIL, ax -> AH).
 
 espeak-ng voices and a folder of real recordings (audio + same-stem .txt) join
-the corpus through engines.aligned_speech, whose phones come from pocketsphinx
+the corpus through engines.training.aligned_speech, whose phones come from pocketsphinx
 forced alignment (espeak-ng does not report its segment times on the command
 line). A share of utterances (CorpusConfig.espeak_share) uses them.
 
@@ -55,8 +55,8 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import fftconvolve, resample_poly
 
+from ..errors import SynthesisError
 from .aligned_speech import ESPEAK_TRAIN_VOICES, AlignedSpeech, iter_recordings, synthesize_espeak
-from .errors import SynthesisError
 from .phone_align import PhoneAligner
 from .visemes import Phone, parse_arpabet
 

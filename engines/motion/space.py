@@ -19,6 +19,7 @@ __all__ = [
     "GAZE_NAMES",
     "MOTION_NAMES",
     "MOTION_DIM",
+    "MOUTH_CHANNELS",
     "MotionRange",
     "MOTION_RANGES",
     "index_of",
@@ -73,6 +74,26 @@ GAZE_NAMES: tuple[str, ...] = ("gazeYaw", "gazePitch")
 
 MOTION_NAMES: tuple[str, ...] = POSE_NAMES + EXPRESSION_NAMES + GAZE_NAMES
 MOTION_DIM: int = len(MOTION_NAMES)
+
+# The channels speech drives directly (what the viseme targets write, what the
+# sampler guides hardest by the audio, what is never smoothed), grouped as the
+# viseme table groups them: jaw, closure, rounding, spreading, teeth.
+MOUTH_CHANNELS: tuple[str, ...] = (
+    "jawOpen",
+    "mouthClose",
+    "mouthPressLeft",
+    "mouthPressRight",
+    "mouthFunnel",
+    "mouthPucker",
+    "mouthStretchLeft",
+    "mouthStretchRight",
+    "mouthSmileLeft",
+    "mouthSmileRight",
+    "mouthUpperUpLeft",
+    "mouthUpperUpRight",
+    "mouthLowerDownLeft",
+    "mouthLowerDownRight",
+)
 
 _INDEX = {name: i for i, name in enumerate(MOTION_NAMES)}
 

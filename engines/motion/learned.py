@@ -8,7 +8,7 @@ frames, conditioned on the eased control states of those frames -> motion at
 the output rate (linear interpolation when it differs from the model's rate).
 
 Smoothing: sampling one frame per call adds frame-to-frame tremor to the slow
-channels (head, brows, gaze, cheeks); a One Euro filter (engines.smoothing) in
+channels (head, brows, gaze, cheeks); a One Euro filter (engines.motion.smoothing) in
 the model's normalised units takes it out. The mouth and the eyelids are not
 filtered: their timing is the point.
 
@@ -41,28 +41,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import motion_space as ms
-from .audio_features import AudioFeatureExtractor
+from ..audio.features import AudioFeatureExtractor
+from ..backends.registry import BackendConfig, motion_stages
+from ..paths import DEFAULT_CHECKPOINT
+from ..types import AudioChunk, AudioFeatures, MotionWindow
+from . import space as ms
 from .baseline import BlinkProcess
-from .checkpoint import MotionModel, load_motion_model
-from .motion_model import MotionSampler
-from .motion_source import MotionConfig, MotionSource
+from .checkpoint import load_motion_model
+from .config import MotionConfig
+from .model import MotionModel, MotionSampler
 from .smoothing import OneEuroFilter
-from .stages import BackendConfig, motion_stages
-from .types import AudioChunk, AudioFeatures, MotionWindow
-from .visemes import MOUTH_CHANNELS
+from .source import MotionSource
 
-__all__ = ["DEFAULT_CHECKPOINT", "LearnedMotion", "default_motion_model"]
+__all__ = ["LearnedMotion", "default_motion_model"]
 
 logger = logging.getLogger(__name__)
 
 _BLINKS = [ms.index_of("eyeBlinkLeft"), ms.index_of("eyeBlinkRight")]
 # Channels the One Euro filter smooths: all but the mouth and the eyelids.
 _SMOOTHED = [
-    i for i, name in enumerate(ms.MOTION_NAMES) if name not in MOUTH_CHANNELS and i not in _BLINKS
+    i
+    for i, name in enumerate(ms.MOTION_NAMES)
+    if name not in ms.MOUTH_CHANNELS and i not in _BLINKS
 ]
 _DITHER = 1e-4  # -80 dBFS: under any real recording's noise floor, over digital zero
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "motion.safetensors"
 
 
 @functools.lru_cache(maxsize=4)
@@ -201,7 +203,7 @@ class LearnedMotion(MotionSource):
 def _audio_scales(config: MotionConfig) -> np.ndarray:
     """Per-channel audio guidance (D,): mouth_audio_scale on the lips, audio_scale elsewhere."""
     scales = np.full(ms.MOTION_DIM, config.audio_scale, np.float32)
-    scales[[ms.index_of(name) for name in MOUTH_CHANNELS]] = config.mouth_audio_scale
+    scales[[ms.index_of(name) for name in ms.MOUTH_CHANNELS]] = config.mouth_audio_scale
     return scales
 
 

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from . import face_landmarks as fl
+from ..face import landmarks as fl
 from .warp_ops import curve_table, eval_curve_table, local_coords, smoothstep, take, to_frame
 
 __all__ = ["mouth_palette", "mouth_interior"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import motion_space as ms
+from ..motion import space as ms
 from .phone_align import OPENNESS, bilabial_closure_rate, openness_correlation
 from .visemes import Phone, parse_arpabet
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import face_landmarks as fl
-from .motion_space import EXPRESSION_NAMES
+from ..motion.space import EXPRESSION_NAMES
+from . import landmarks as fl
 
 __all__ = ["FaceFrame", "face_frame", "build_expression_basis"]
 

@@ -7,10 +7,10 @@ Per frame:
    forward displacement at every field pixel through the precomputed bindings;
 3. a few fixed-point steps invert it into a backward map (where each output
    pixel reads from), exact for smooth fields and cheap;
-4. eyelids and gaze adjust that map in output space (engines.eyes);
+4. eyelids and gaze adjust that map in output space (engines.render.eyes);
 5. the portrait and its person mask are resampled together and composited
    over the background plate, so head motion never tears the hair or neck;
-6. the mouth interior is painted where the lips part (engines.mouth).
+6. the mouth interior is painted where the lips part (engines.render.mouth).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import face_landmarks as fl
-from .avatar import Avatar
-from .expression_basis import FaceFrame, build_expression_basis
+from ..face import landmarks as fl
+from ..face.avatar import Avatar
+from ..face.expression_basis import FaceFrame, build_expression_basis
+from ..face.mesh import NUM_FACE_VERTICES
+from ..motion.space import EXPRESSION_NAMES, MOTION_DIM, POSE_NAMES, index_of
 from .eyes import eye_offsets
-from .mesh import NUM_FACE_VERTICES
-from .motion_space import EXPRESSION_NAMES, MOTION_DIM, POSE_NAMES, index_of
 from .mouth import mouth_interior, mouth_palette
 from .warp_ops import pixel_grid, rotation_matrix, sample_at, take, window_index, window_origin
 

@@ -11,41 +11,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import face_landmarks as fl
+from ..errors import FaceTooSmallError, NoFaceError, NotAFaceError
+from ..paths import avatar_cache_dir, default_portrait_path
+from . import landmarks as fl
 from .avatar import Avatar, load_avatar, save_avatar
-from .errors import FaceTooSmallError, NoFaceError, NotAFaceError
 from .image_io import load_portrait
 from .mesh import build_warp_mesh
 
 __all__ = [
     "FaceEncoderConfig",
     "FaceEncoder",
-    "default_portrait_path",
-    "default_cache_dir",
-    "user_cache_dir",
 ]
 
 logger = logging.getLogger(__name__)
 
 # Bump when the encoder's output changes so stale cache entries are not reused.
 ENCODER_VERSION = 1
-
-
-def default_portrait_path() -> Path:
-    """The built-in portrait: Raphael's La Velata (public domain)."""
-    return Path(__file__).parent / "assets" / "la_velata.jpg"
-
-
-def user_cache_dir(variable: str, folder: str) -> Path:
-    """$variable if set, else facecast/folder in the user's cache ($XDG_CACHE_HOME or ~/.cache)."""
-    env = os.environ.get(variable)
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facecast" / folder
-
-
-def default_cache_dir() -> Path:
-    return user_cache_dir("FACECAST_CACHE_DIR", "avatars")
 
 
 @dataclass(frozen=True)
@@ -74,7 +55,7 @@ class FaceEncoder:
 
     def __init__(self, config: FaceEncoderConfig | None = None) -> None:
         self.config = config or FaceEncoderConfig()
-        self.cache_dir = self.config.cache_dir or default_cache_dir()
+        self.cache_dir = self.config.cache_dir or avatar_cache_dir()
 
     def encode(self, source: str | Path | bytes | None = None) -> Avatar:
         """Portrait file path or bytes (None: the built-in portrait) -> Avatar."""

@@ -55,7 +55,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from . import motion_space as ms
+from ..motion import space as ms
 
 __all__ = [
     "Phone",
@@ -200,7 +200,8 @@ def _channel_layout() -> tuple[tuple[str, ...], np.ndarray]:
 _CHANNELS, _CHANNEL_GROUP = _channel_layout()  # C channels; (C,) group index
 _MOTION_INDEX = np.array([ms.index_of(ch) for ch in _CHANNELS])
 # The motion-space channels phone_targets writes; every other channel stays neutral.
-MOUTH_CHANNELS: tuple[str, ...] = _CHANNELS
+# tests/test_visemes.py checks that the table names exactly the motion space's mouth.
+MOUTH_CHANNELS: tuple[str, ...] = ms.MOUTH_CHANNELS
 
 
 def parse_arpabet(symbol: str) -> str:

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import motion_space as ms
-from .audio_features import AudioFeatureConfig, AudioFeatureExtractor
-from .baseline import BaselineConfig, ProceduralMotionSource
-from .types import AudioChunk
+from ..audio.features import AudioFeatureConfig, AudioFeatureExtractor
+from ..motion import space as ms
+from ..motion.baseline import BaselineConfig, ProceduralMotionSource
+from ..types import AudioChunk
 from .visemes import MOUTH_CHANNELS, Phone, VisemeConfig, phone_targets
 
 __all__ = ["TrainingExample", "pad_with_silence", "utterance_targets"]

@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import motion_space as ms
-from .audio_features import FEATURE_NAMES
+from ..audio.features import FEATURE_NAMES
+from . import space as ms
 from .controls import CONTROL_DIM, Controls, control_state
 from .diffusion import DDIMScheduler
 
 __all__ = [
     "CONTROL_DIM",
     "AudioEncoder",
+    "MotionModel",
     "MotionModelConfig",
     "MotionDenoiser",
     "MotionNormalizer",
@@ -364,3 +366,27 @@ def _control_states(controls: np.ndarray | None, n: int) -> torch.Tensor:
     if states.shape != (n, CONTROL_DIM):
         raise ValueError(f"controls must be ({n}, {CONTROL_DIM}), got {tuple(states.shape)}")
     return states
+
+
+@dataclass(frozen=True)
+class MotionModel:
+    """A loaded checkpoint, ready to sample: modules in eval mode, the window it was trained on."""
+
+    encoder: AudioEncoder
+    denoiser: MotionDenoiser
+    normalizer: MotionNormalizer
+    config: MotionModelConfig
+    meta: dict[str, object]
+    path: Path
+
+    @property
+    def window(self) -> int:
+        return int(self.meta.get("window", 8))  # type: ignore[call-overload]
+
+    @property
+    def prefix(self) -> int:
+        return int(self.meta.get("prefix", 8))  # type: ignore[call-overload]
+
+    @property
+    def fps(self) -> float:
+        return float(self.meta.get("fps", 25.0))  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .types import AudioChunk, AudioFeatures
+from ..types import AudioChunk, AudioFeatures
 
 __all__ = [
     "AudioFeatureConfig",

@@ -1,7 +1,7 @@
 """Train the learned motion model from scratch on the synthesized corpus; checkpoint I/O.
 
-Data: engines.corpus utterances (flite and espeak-ng speech, optionally real
-recordings, with phone timings) become TrainingExamples (engines.motion_targets),
+Data: engines.training.corpus utterances (flite and espeak-ng speech, optionally real
+recordings, with phone timings) become TrainingExamples (engines.training.targets),
 cached in memory; a few (TrainConfig.validation_share) are held out to report a
 validation loss. Each step draws B random windows: an utterance, a start frame
 s, the W target frames [s, s + W) and the K frames before them as the
@@ -32,7 +32,7 @@ Determinism: the seed fixes the corpus text, the initial weights, the windows,
 the noise, the timesteps and the dropout masks; the same seed on the same
 machine and torch version gives the same losses.
 
-Checkpoint: engines.checkpoint (one safetensors file, EMA weights; its meta
+Checkpoint: engines.motion.checkpoint (one safetensors file, EMA weights; its meta
 records the training config, window, prefix, fps and the loss curves).
 
 Default cost (TrainConfig(): 600 utterances, 20000 steps of 32 windows): see
@@ -53,19 +53,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import motion_space as ms
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from .controls import EMOTIONS, ControlMixer, Controls, apply_control_state, control_state
-from .corpus import build_corpus, load_corpus
-from .diffusion import DDIMScheduler
-from .motion_model import (
+from ..motion import space as ms
+from ..motion.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from ..motion.controls import EMOTIONS, ControlMixer, Controls, apply_control_state, control_state
+from ..motion.diffusion import DDIMScheduler
+from ..motion.model import (
     AudioEncoder,
     MotionDenoiser,
     MotionModelConfig,
     MotionNormalizer,
     diffusion_loss,
 )
-from .motion_targets import TrainingExample, pad_with_silence, utterance_targets
+from .corpus import build_corpus, load_corpus
+from .targets import TrainingExample, pad_with_silence, utterance_targets
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends.base import TensorSpec
-from .checkpoint import MotionModel
-from .controls import CONTROL_DIM
-from .motion_space import MOTION_DIM
-from .renderer import FaceRenderer
+from ..motion.controls import CONTROL_DIM
+from ..motion.model import MotionModel
+from ..motion.space import MOTION_DIM
+from ..render.renderer import FaceRenderer
+from .base import TensorSpec
 
 __all__ = [
     "DENOISER",
@@ -61,9 +61,15 @@ OPSET = 17
 ENCODER, DENOISER, RENDERER = "audio_encoder", "motion_denoiser", "face_renderer"
 Specs = tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]  # (inputs, outputs)
 
-_ENGINES = Path(__file__).resolve().parent
-_RENDERER_SOURCES = ("renderer.py", "eyes.py", "mouth.py", "warp_ops.py", "onnx_graphs.py")
-_MOTION_SOURCES = ("motion_model.py", "onnx_graphs.py")
+_ENGINES = Path(__file__).resolve().parents[1]
+_RENDERER_SOURCES = (
+    "render/renderer.py",
+    "render/eyes.py",
+    "render/mouth.py",
+    "render/warp_ops.py",
+    "backends/graphs.py",
+)
+_MOTION_SOURCES = ("motion/model.py", "backends/graphs.py")
 
 
 def motion_specs(model: MotionModel) -> dict[str, Specs]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import Delaunay
 
-from .face_landmarks import FACE_OVAL
+from .landmarks import FACE_OVAL
 
 __all__ = ["WarpMesh", "build_warp_mesh", "NUM_FACE_VERTICES"]
 

@@ -21,8 +21,8 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from .errors import InvalidAudioError
-from .types import AudioChunk
+from ..errors import InvalidAudioError
+from ..types import AudioChunk
 
 __all__ = [
     "AudioInfo",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import face_landmarks as fl
+from ..face import landmarks as fl
 from .warp_ops import curve_table, eval_curve_table, local_coords, smoothstep, take, to_frame
 
 __all__ = ["EYES", "eye_offsets"]

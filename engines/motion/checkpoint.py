@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from . import motion_space as ms
-from .errors import CheckpointError
-from .motion_model import AudioEncoder, MotionDenoiser, MotionModelConfig, MotionNormalizer
+from ..errors import CheckpointError
+from . import space as ms
+from .model import AudioEncoder, MotionDenoiser, MotionModel, MotionModelConfig, MotionNormalizer
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CheckpointError",
-    "MotionModel",
     "load_checkpoint",
     "load_motion_model",
     "save_checkpoint",
@@ -34,30 +32,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "facecast-motion"
 CHECKPOINT_VERSION = "2"  # 2: per-frame control states (controls.CONTROL_NAMES)
-
-
-@dataclass(frozen=True)
-class MotionModel:
-    """A loaded checkpoint, ready to sample: modules in eval mode, the window it was trained on."""
-
-    encoder: AudioEncoder
-    denoiser: MotionDenoiser
-    normalizer: MotionNormalizer
-    config: MotionModelConfig
-    meta: dict[str, object]
-    path: Path
-
-    @property
-    def window(self) -> int:
-        return int(self.meta.get("window", 8))  # type: ignore[call-overload]
-
-    @property
-    def prefix(self) -> int:
-        return int(self.meta.get("prefix", 8))  # type: ignore[call-overload]
-
-    @property
-    def fps(self) -> float:
-        return float(self.meta.get("fps", 25.0))  # type: ignore[arg-type]
 
 
 def load_motion_model(path: Path) -> MotionModel:

@@ -24,7 +24,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import InvalidImageError
+from ..errors import InvalidImageError
 
 __all__ = [
     "PortraitImage",

@@ -7,7 +7,7 @@ fraction of real time, and was trained on none of our synthetic corpus: it
 says where the lips must close (P, B, M) and open wide (AA, AE, AO ...) in
 held-out speech without sharing anything with the motion model.
 
-Two verbs, both returning engines.visemes.Phone lists (symbols as
+Two verbs, both returning engines.training.visemes.Phone lists (symbols as
 parse_arpabet gives them: CMUdict ARPAbet without stress, SIL for silence and
 fillers; times in seconds at pocketsphinx's 10 ms frame resolution):
 
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import resample_poly
 
-from .errors import BackendUnavailableError
+from ..errors import BackendUnavailableError
 from .visemes import Phone, parse_arpabet
 
 __all__ = [
@@ -65,7 +65,7 @@ _SILENCE_PROB = 0.2  # of an optional <sil> before each word; 0.2-0.5 align the 
 _BILABIALS = frozenset({"P", "B", "M"})
 
 # Vowel openness from vowel height (IPA chart), deliberately not from
-# engines.visemes' jaw targets: the judge must not share the model's tables.
+# engines.training.visemes' jaw targets: the judge must not share the model's tables.
 # fmt: off
 OPENNESS: Mapping[str, float] = MappingProxyType({
     "AA": 1.0, "AE": 0.9, "AO": 0.8, "AW": 0.8, "AY": 0.8, "AH": 0.6, "EH": 0.6,

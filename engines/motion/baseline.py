@@ -30,9 +30,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import motion_space as ms
-from .audio_features import FEATURE_NAMES
-from .types import AudioFeatures, MotionWindow
+from ..audio.features import FEATURE_NAMES, AudioFeatureConfig, AudioFeatureExtractor
+from ..types import AudioChunk, AudioFeatures, MotionWindow
+from . import space as ms
+from .source import MotionSource, settled
 
 __all__ = ["BaselineConfig", "BlinkProcess", "ProceduralMotionSource"]
 
@@ -393,3 +394,36 @@ class ProceduralMotionSource:
             1.0 - math.exp(-self._dt / c.gaze_saccade_s)
         )
         return self._gaze
+
+
+class BaselineMotion(MotionSource):
+    """The procedural baseline over audio features at the output rate; controls mixed after."""
+
+    def __init__(
+        self,
+        config: BaselineConfig,
+        features: AudioFeatureConfig,
+        fps: float,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(fps)
+        self.extractor = AudioFeatureExtractor(features, fps)
+        self.source = ProceduralMotionSource(config, fps, seed=seed)
+
+    @property
+    def latency_s(self) -> float:
+        return self.extractor.latency_s
+
+    def push(self, chunk: AudioChunk) -> MotionWindow:
+        return self._motion(self.extractor.push(chunk))
+
+    def flush(self) -> MotionWindow:
+        return self._motion(self.extractor.flush())
+
+    def _motion(self, features: AudioFeatures) -> MotionWindow:
+        return self.mixer.apply(self.source.step(features))
+
+    def rest_frame(self) -> np.ndarray:
+        """The baseline's own first idle frame, controls applied (does not advance it)."""
+        idle = ProceduralMotionSource(self.source.config, self.fps, seed=0).idle(1)
+        return settled(idle.values, self.controls)

@@ -14,7 +14,7 @@ denoiser, face renderer):
 
 The graph backends export on demand: the motion model once per process and
 checkpoint, the renderer once per portrait; both are cached on disk by
-fingerprint (engines.onnx_graphs), so a second session starts without export.
+fingerprint (engines.backends.graphs), so a second session starts without export.
 
 On every GPU backend, the denoiser calls of all sessions in the process go
 through one CoalescingDenoiser: calls that arrive while a batch runs go
@@ -39,15 +39,15 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .avatar import Avatar
-from .backends import BackendDenoiser, InferenceBackend, OnnxRuntimeBackend
-from .backends.batching import CoalescingDenoiser
-from .checkpoint import MotionModel
-from .errors import BackendUnavailableError
-from .face_encoder import user_cache_dir
-from .motion_space import MOTION_DIM
-from .onnx_graphs import DENOISER, ENCODER, RENDERER, motion_graphs, motion_specs, renderer_graph
-from .renderer import FaceRenderer, RendererConfig, to_uint8_frames
+from ..backends import BackendDenoiser, InferenceBackend, OnnxRuntimeBackend
+from ..errors import BackendUnavailableError
+from ..face.avatar import Avatar
+from ..motion.model import MotionModel
+from ..motion.space import MOTION_DIM
+from ..paths import engine_cache_dir
+from ..render.renderer import FaceRenderer, RendererConfig, to_uint8_frames
+from .batching import CoalescingDenoiser
+from .graphs import DENOISER, ENCODER, RENDERER, motion_graphs, motion_specs, renderer_graph
 
 __all__ = [
     "BACKEND_NAMES",
@@ -58,7 +58,6 @@ __all__ = [
     "MotionStages",
     "check_backend",
     "check_backends",
-    "default_engine_cache_dir",
     "frame_renderer",
     "motion_stages",
 ]
@@ -85,11 +84,6 @@ _MAX_RENDER_BATCH = 16
 # Sessions whose guided denoiser rows (3 each) one TensorRT profile covers.
 _MAX_DENOISER_SESSIONS = 32
 _ShapeRange = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
-
-
-def default_engine_cache_dir() -> Path:
-    """Exported graphs and TensorRT plans: FACECAST_ENGINE_CACHE_DIR, else the user cache."""
-    return user_cache_dir("FACECAST_ENGINE_CACHE_DIR", "engines")
 
 
 @dataclass(frozen=True)
@@ -134,7 +128,7 @@ class BackendConfig:
 
     @property
     def graph_dir(self) -> Path:
-        return Path(self.cache_dir or default_engine_cache_dir())
+        return Path(self.cache_dir or engine_cache_dir())
 
 
 def check_backend(name: str) -> None:
@@ -254,7 +248,7 @@ def _graph_backend(
     """An exported graph on an onnxruntime provider or as a TensorRT engine."""
     if backend.name in _ORT_PROVIDERS:
         return _ort_session(path, _ORT_PROVIDERS[backend.name])
-    from .backends.tensorrt_backend import TensorRTBackend
+    from .tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(path, _tensorrt_profile(stage, model), backend.graph_dir / "tensorrt")
 
