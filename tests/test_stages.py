@@ -20,11 +20,11 @@ from engines.backends.graphs import motion_graphs, renderer_graph
 from engines.backends.registry import (
     BACKEND_NAMES,
     BackendConfig,
-    CudaFrameRenderer,
     check_backend,
     frame_renderer,
     motion_stages,
 )
+from engines.backends.torch_backend import CudaFrameRenderer
 from engines.errors import BackendUnavailableError
 from engines.face.encoder import FaceEncoder, FaceEncoderConfig
 from engines.motion import MotionConfig
@@ -279,3 +279,34 @@ def test_learned_motion_on_torch_cuda_matches_cpu(speech: np.ndarray) -> None:
     reference = stream_motion(speech, BackendConfig())
     on_gpu = stream_motion(speech, BackendConfig("torch-cuda"))
     assert np.abs(on_gpu - reference).max() < 2e-3
+
+
+def test_the_registry_finds_every_backend_module_and_its_names() -> None:
+    import pkgutil
+
+    import engines.backends
+    from engines.backends.registry import provider
+
+    modules = sorted(
+        m.name
+        for m in pkgutil.iter_modules(engines.backends.__path__)
+        if m.name.endswith("_backend")
+    )
+    assert modules == ["onnxruntime_backend", "tensorrt_backend", "torch_backend"]
+    owners = {name: type(provider(name)).__module__.rsplit(".", 1)[1] for name in BACKEND_NAMES}
+    assert owners == {
+        "torch-cpu": "torch_backend",
+        "torch-cuda": "torch_backend",
+        "onnxruntime": "onnxruntime_backend",
+        "onnxruntime-cuda": "onnxruntime_backend",
+        "onnxruntime-tensorrt": "onnxruntime_backend",
+        "tensorrt": "tensorrt_backend",
+    }
+    assert [BackendConfig(n).on_gpu for n in BACKEND_NAMES] == [
+        False,
+        True,
+        False,
+        True,
+        True,
+        True,
+    ]

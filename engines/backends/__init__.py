@@ -3,8 +3,10 @@
 Every neural stage is a graph with named inputs and outputs (the ONNX tensor
 names); a backend runs it: `run(feeds) -> outputs`, both dicts keyed by those
 names. The same contract test runs over every backend that is installed.
-TensorRT lives in tensorrt_backend, imported on use (it needs a GPU);
-engines.backends.registry picks backends for a session from its config.
+Each `*_backend.py` module is one backend family and defines its PROVIDER: the
+names it answers to, its availability check and the stages it builds;
+engines.backends.registry finds them and picks a session's from its config.
+TensorRT is imported inside tensorrt_backend's functions (it needs a GPU).
 """
 
 from .base import InferenceBackend, TensorSpec

@@ -1,14 +1,30 @@
-"""The backend interface: named tensor specs in and out, `run(feeds) -> outputs`."""
+"""The backend interfaces.
+
+- InferenceBackend runs one graph: named tensor specs in and out, `run(feeds) -> outputs`.
+- BackendProvider is one backend family (torch, onnxruntime, TensorRT): the names it
+  answers to, whether each runs on a GPU, what it needs installed, and the session
+  stages it builds (the motion model's encoder and denoiser, the face renderer).
+  Each `*_backend.py` module in this package defines one as PROVIDER; the registry
+  finds them there, so a new backend is one new file.
+"""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-__all__ = ["InferenceBackend", "TensorSpec"]
+if TYPE_CHECKING:
+    import torch
+
+    from ..motion.model import MotionModel
+    from ..render.renderer import FaceRenderer
+    from .registry import BackendConfig
+
+__all__ = ["InferenceBackend", "TensorSpec", "BackendProvider", "MotionStages", "FrameRenderer"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +71,42 @@ class InferenceBackend(abc.ABC):
                     f"{value.dtype} {value.shape}"
                 )
         return self._run(feeds)
+
+
+@dataclass(frozen=True)
+class MotionStages:
+    """encoder: features (1, T, F) -> embedding (1, T, C); denoiser: MotionDenoiser's call.
+
+    Both take and return CPU tensors, whatever runs them.
+    """
+
+    encoder: Callable[[torch.Tensor], torch.Tensor]
+    denoiser: Callable[..., torch.Tensor]
+
+
+class FrameRenderer(Protocol):
+    """render(motion (T, D) or (D,)) -> uint8 frames (T, S, S, 3), on whatever backend."""
+
+    image_size: int
+
+    def render(self, motion: np.ndarray) -> np.ndarray: ...
+
+
+class BackendProvider(abc.ABC):
+    """One backend family; see the module docstring. `order` sorts the names for listing."""
+
+    names: tuple[str, ...] = ()
+    gpu_names: frozenset[str] = frozenset()
+    order: int = 100
+
+    @abc.abstractmethod
+    def check(self, name: str) -> None:
+        """Raise BackendUnavailableError, saying what to install, when `name` cannot run here."""
+
+    @abc.abstractmethod
+    def motion_stages(self, model: MotionModel, config: BackendConfig) -> MotionStages:
+        """The model's encoder and denoiser on `config.name` (called once per model and config)."""
+
+    @abc.abstractmethod
+    def frame_renderer(self, renderer: FaceRenderer, config: BackendConfig) -> FrameRenderer:
+        """`renderer` (one portrait's, on the CPU) running on `config.name`."""

@@ -28,15 +28,33 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import BackendUnavailableError
-from .base import InferenceBackend, TensorSpec
+from ..motion.space import MOTION_DIM
+from ..render.renderer import FaceRenderer, to_uint8_frames
+from .base import BackendProvider, FrameRenderer, InferenceBackend, MotionStages, TensorSpec
+from .graph_stages import graph_motion_stages
+from .graphs import DENOISER, ENCODER, RENDERER, motion_specs, renderer_graph
+from .torch_backend import GPU_EXTRA, require_cuda
 
-__all__ = ["Profile", "TensorRTBackend", "build_plan", "cached_plan", "plan_key"]
+if TYPE_CHECKING:
+    from ..motion.model import MotionModel
+    from .registry import BackendConfig
+
+__all__ = [
+    "Profile",
+    "TensorRTBackend",
+    "TensorRTProvider",
+    "PROVIDER",
+    "build_plan",
+    "cached_plan",
+    "plan_key",
+    "stage_profile",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +63,11 @@ Shape = tuple[int, ...]
 Profile = Mapping[str, tuple[Shape, Shape, Shape]]
 
 TIMING_CACHE = "timing.cache"
+# The one definition of what a plan covers: the largest renderer batch (offline
+# rendering's frames per call, or several sessions' frames at once) and the
+# sessions whose guided denoiser rows (3 each) one denoiser call may carry.
+MAX_RENDER_BATCH = 16
+MAX_DENOISER_SESSIONS = 32
 # Bumped when the build settings change in a way the key's other parts do not show.
 _PLAN_FORMAT = "facecast-trt-plan-1"
 _INSTALL = "pip install 'facecast[gpu]'"
@@ -389,3 +412,67 @@ def _spec(engine: Any, name: str) -> TensorSpec:
     shape = tuple(None if d < 0 else int(d) for d in tuple(engine.get_tensor_shape(name)))
     dtype = engine.get_tensor_dtype(name)
     return TensorSpec(name, shape, _TRT_TYPES.get(getattr(dtype, "name", ""), str(dtype)))
+
+
+def stage_profile(stage: str, model: MotionModel | None) -> dict[str, tuple[Shape, Shape, Shape]]:
+    """(min, opt, max) shape per input of a stage's graph, from its specs and how it is called."""
+    if stage == ENCODER:
+        assert model is not None
+        longest = model.encoder.context_frames + model.window + model.encoder.lookahead_frames
+        dim = model.config.feature_dim
+        return {"features": ((1, 1, dim), (1, longest - 1, dim), (1, longest, dim))}
+    if stage == DENOISER:
+        assert model is not None
+        rows = (1, 3 * 4, 3 * MAX_DENOISER_SESSIONS)  # opt: four sessions' guidance rows
+        inputs, _ = motion_specs(model)[DENOISER]
+        return {s.name: tuple((b, *s.shape[1:]) for b in rows) for s in inputs}  # type: ignore[misc]
+    return {"motion": ((1, MOTION_DIM), (1, MOTION_DIM), (MAX_RENDER_BATCH, MOTION_DIM))}
+
+
+class TensorRTProvider(BackendProvider):
+    """fp16 engines built from the exported graphs, plans cached by plan_key."""
+
+    names = ("tensorrt",)
+    gpu_names = frozenset(names)
+    order = 2
+
+    def check(self, name: str) -> None:
+        require_cuda(name)
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError as cause:
+            raise BackendUnavailableError(
+                f"the tensorrt backend needs the TensorRT Python package: {GPU_EXTRA}"
+            ) from cause
+
+    def motion_stages(self, model: MotionModel, config: BackendConfig) -> MotionStages:
+        plans = config.graph_dir / "tensorrt"
+        return graph_motion_stages(
+            model,
+            config.graph_dir,
+            lambda path, stage: TensorRTBackend(path, stage_profile(stage, model), plans),
+            max_rows=3 * MAX_DENOISER_SESSIONS,
+        )
+
+    def frame_renderer(self, renderer: FaceRenderer, config: BackendConfig) -> FrameRenderer:
+        path = renderer_graph(renderer, config.graph_dir)
+        engine = TensorRTBackend(path, stage_profile(RENDERER, None), config.graph_dir / "tensorrt")
+        return TensorRTFrameRenderer(engine, renderer.image_size)
+
+
+class TensorRTFrameRenderer:
+    """The renderer engine: frames stay on the GPU until they are uint8, then one copy."""
+
+    def __init__(self, engine: TensorRTBackend, image_size: int) -> None:
+        self.engine = engine
+        self.image_size = image_size
+
+    def render(self, motion: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(np.atleast_2d(motion), dtype=np.float32)
+        with torch.inference_mode():
+            feeds = {"motion": torch.from_numpy(batch).to(self.engine.device)}
+            frames = self.engine.run_torch(feeds)["frames"]
+            return to_uint8_frames(frames).cpu().numpy()
+
+
+PROVIDER = TensorRTProvider()
