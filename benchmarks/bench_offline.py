@@ -73,7 +73,7 @@ def _configs(
 def _one_run(audio: Path, out: Path, fps: int, threads: int, cache: Path) -> dict[str, Any]:
     torch.set_num_threads(threads)
     load = OtherLoad()
-    config = RenderJobConfig(fps=fps, encoder=FaceEncoderConfig(cache_dir=cache))
+    config = RenderJobConfig.of(encoder=FaceEncoderConfig(cache_dir=cache), fps=fps)
     report = render_to_mp4(audio, out, portrait=None, config=config)
     size = out.stat().st_size
     out.unlink()
@@ -145,7 +145,7 @@ def _markdown(data: dict[str, Any]) -> str:
             "- The avatar was cached by a warm-up render, so 'prepare ms' is a cache read; a new "
             "portrait adds its cold preparation (bench_prepare).",
             f"- Default torch threads here: {data['machine']['torch_threads']}; the renderer batch "
-            f"is RenderJobConfig.batch_frames = {RenderJobConfig().batch_frames}.",
+            f"is RenderJobConfig.batch_frames = {RenderJobConfig().pipeline.batch_frames}.",
         ]
     )
 

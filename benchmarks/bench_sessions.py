@@ -101,7 +101,7 @@ def held(record: dict[str, Any]) -> bool:
 
 def _speech_pcm(seconds: float) -> bytes:
     """Real speech, s16le mono 16 kHz, looped to `seconds`: the radio recording or flite."""
-    from server.audio_ingest import decode_audio_bytes
+    from engines.audio.ingest import decode_audio_bytes
     from server.tts import synthesize_speech
 
     with tempfile.TemporaryDirectory() as tmp:

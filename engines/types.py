@@ -96,15 +96,18 @@ class MotionWindow:
 
 @dataclass(frozen=True)
 class Frame:
-    """One rendered video frame.
+    """One video frame of a stream.
 
-    rgb: uint8 array of shape (H, W, 3).
+    rgb: uint8 array of shape (H, W, 3), or None when the caller chose not to draw it
+        (too late to show, or nobody watching): its motion was made, its pixels not.
     pts: video frame index since the stream started.
+    render_s: seconds the renderer took for it (0 when not drawn).
     """
 
-    rgb: np.ndarray
+    rgb: np.ndarray | None
     fps: float
     pts: int
+    render_s: float = 0.0
 
     @property
     def time_s(self) -> float:

@@ -13,7 +13,8 @@ from fastapi import APIRouter, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from .audio_ingest import PLAYBACK_RATE, check_audio_fits, decode_audio_bytes
+from engines.audio.ingest import PLAYBACK_RATE, check_audio_fits, decode_audio_bytes
+
 from .config import MAX_FPS
 from .session import Session
 from .state import state_of

@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         "--voice", help="TTS voice (flite: kal, awb, rms, slt; or an espeak-ng voice)"
     )
     render.add_argument("-o", "--output", type=Path, required=True, help="output .mp4 path")
-    render.add_argument("--fps", type=int, default=25, help="frame rate, 25-40 (default 25)")
+    render.add_argument(
+        "--fps", type=int, default=25, help="frame rate, 1-60; 25-40 look best (default 25)"
+    )
     render.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion")
     _motion_arguments(render)
 
@@ -151,13 +153,13 @@ def _render(args: argparse.Namespace) -> None:
         audio = args.audio
         if args.text is not None:
             audio = synthesize_speech(args.text, Path(tmp) / "speech.wav", voice=args.voice)
-        defaults = RenderJobConfig().motion
+        defaults = RenderJobConfig().pipeline.motion
         motion = dataclasses.replace(
             defaults, kind=args.motion or defaults.kind, checkpoint=args.checkpoint
         )
         backend = BackendConfig(args.backend or "torch-cpu", motion_name=args.motion_backend)
         check_backends(backend)
-        config = RenderJobConfig(fps=args.fps, seed=args.seed, motion=motion, backend=backend)
+        config = RenderJobConfig.of(fps=args.fps, seed=args.seed, motion=motion, backend=backend)
         report = render_to_mp4(audio, args.output, args.portrait, config)
     for note in report.notes:
         print(f"note: {note}")

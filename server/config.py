@@ -16,15 +16,14 @@ from engines.backends.registry import BackendConfig
 from engines.face.encoder import FaceEncoderConfig
 from engines.motion import MOTION_KINDS, MotionConfig
 from engines.paths import avatar_cache_dir
+from engines.pipeline import LIVE_FPS, PipelineConfig, check_fps
 from engines.render.renderer import RendererConfig
 
 from .guard import default_allowed_hosts
 
 __all__ = ["IceServer", "SessionConfig", "ServerConfig", "load_config", "MAX_FPS"]
 
-# aiortc's encoders and the browser pipeline are tuned for <= 30 fps; 40 is the
-# product's ceiling (webrtc.configure_encoders raises their assumed rate to it).
-MAX_FPS = 40
+MAX_FPS = LIVE_FPS[1]  # webrtc.configure_encoders raises aiortc's assumed rate to it
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,9 @@ class IceServer:
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """One live session: frame rate, pacing and the engines' own configs."""
+    """One live session: the engines' pipeline (rate, seed, stages), pacing and bounds."""
 
-    fps: int = 25
-    seed: int = 0
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     # Frames and audio leave this long after their audio was taken in. None
     # derives it: feature look-ahead + one tick of pacing + render_budget_s
     # (160 ms at 25 fps); see session.playout_delay_s.
@@ -61,14 +59,31 @@ class SessionConfig:
     stream_gap_s: float = 2.0
     # Rendered frames waiting for their due time; a full store drops the oldest.
     max_buffered_frames: int = 16
-    renderer: RendererConfig = field(default_factory=RendererConfig)
-    motion: MotionConfig = field(default_factory=MotionConfig)
-    # Where the audio encoder, denoiser and renderer run (engines.backends.registry).
-    backend: BackendConfig = field(default_factory=BackendConfig)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.fps <= MAX_FPS:
-            raise ValueError(f"fps must be between 1 and {MAX_FPS}, got {self.fps}")
+        check_fps(self.fps, LIVE_FPS)
+
+    # The pipeline's settings, read where the session needs them.
+    @property
+    def fps(self) -> int:
+        return self.pipeline.fps
+
+    @property
+    def motion(self) -> MotionConfig:
+        return self.pipeline.motion
+
+    @property
+    def backend(self) -> BackendConfig:
+        """Where the audio encoder, denoiser and renderer run (engines.backends.registry)."""
+        return self.pipeline.backend
+
+    @property
+    def renderer(self) -> RendererConfig:
+        return self.pipeline.renderer
+
+    def with_pipeline(self, **changes: object) -> SessionConfig:
+        """This config with some pipeline settings changed (fps, seed, motion, backend...)."""
+        return replace(self, pipeline=replace(self.pipeline, **changes))  # type: ignore[arg-type]
 
     @property
     def render_budget(self) -> float:
@@ -186,10 +201,11 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = ServerConfig(**values)  # type: ignore[arg-type]
     session_values = {k: v for k, v in session_values.items() if v is not None}
-    session_values["motion"] = motion
-    session_values["backend"] = backend
-    if session_values:
-        config = replace(config, session=replace(config.session, **session_values))
+    pipeline_values = {k: session_values.pop(k) for k in ("fps", "seed") if k in session_values}
+    session = replace(config.session, **session_values)
+    config = replace(
+        config, session=session.with_pipeline(motion=motion, backend=backend, **pipeline_values)
+    )
     if config.max_sessions < 1:
         raise ValueError(f"max_sessions must be at least 1, got {config.max_sessions}")
     if config.max_portraits < 1:

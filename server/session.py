@@ -2,8 +2,8 @@
 
 The producer is an asyncio task that wakes once per video tick, takes that
 tick's audio from the speech queue, writes it to the playback ring, and hands
-the model and render work to the session's own one-thread executor, so the
-event loop never blocks and torch work of one session stays serial.
+it to the engines' Pipeline on the session's own one-thread executor, so the
+event loop never blocks and the model work of one session stays serial.
 """
 
 from __future__ import annotations
@@ -13,20 +13,17 @@ import collections
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import torch
 
-from engines.backends.registry import frame_renderer
+from engines.audio.ingest import PLAYBACK_RATE
 from engines.face.avatar import Avatar
-from engines.motion import open_motion_source
 from engines.motion.controls import Controls
-from engines.types import AudioChunk
+from engines.pipeline import Pipeline
+from engines.types import Frame
 
-from .audio_ingest import FEATURE_RATE, PLAYBACK_RATE, Downsampler
 from .config import SessionConfig
 from .media import PlayoutSource, SessionAudioTrack, SessionVideoTrack
 from .memory import release_freed_memory
@@ -50,51 +47,6 @@ def playout_delay_s(config: SessionConfig, motion_latency_s: float) -> float:
     return motion_latency_s + 1.0 / config.fps + config.render_budget
 
 
-class _MotionPipeline:
-    """Audio in, rendered frames out; lives on the session's executor thread only."""
-
-    def __init__(self, avatar: Avatar, config: SessionConfig) -> None:
-        self.downsampler = Downsampler()
-        self.motion = open_motion_source(
-            config.motion, config.fps, seed=config.seed, backend=config.backend
-        )
-        self.renderer = frame_renderer(avatar, config.renderer, config.backend)
-        self._feature_pts = 0
-        # Ticks nobody watched: the motion source skipped them, so its frame count is
-        # behind the session clock by this much.
-        self._skipped_ticks = 0
-
-    def skip_tick(self) -> None:
-        """Nobody watches: no motion, no pixels for this tick (its frame index is kept)."""
-        self._skipped_ticks += 1
-
-    def step(
-        self, speech: np.ndarray, should_render: Callable[[int], bool]
-    ) -> list[tuple[int, np.ndarray | None, float]]:
-        """One tick of 48 kHz speech in; (frame index, rgb or None if skipped, render s) out."""
-        samples = self.downsampler.push(speech)
-        chunk = AudioChunk(samples.astype(np.float32), FEATURE_RATE, self._feature_pts)
-        self._feature_pts += len(samples)
-        window = self.motion.push(chunk)
-        if len(window) == 0:
-            return []
-        rendered: list[tuple[int, np.ndarray | None, float]] = []
-        with torch.inference_mode():
-            for row, values in enumerate(window.values):
-                index = window.pts + self._skipped_ticks + row
-                if not should_render(index):
-                    rendered.append((index, None, 0.0))
-                    continue
-                start = time.perf_counter()
-                rgb = self.renderer.render(values[None])[0]
-                rendered.append((index, rgb, time.perf_counter() - start))
-        return rendered
-
-    def neutral_frame(self) -> np.ndarray:
-        with torch.inference_mode():
-            return self.renderer.render(self.motion.rest_frame()[None])[0]
-
-
 class Session:
     """Create with `await Session.start(...)`; close with `await session.close()`."""
 
@@ -103,7 +55,7 @@ class Session:
         portrait_id: str,
         config: SessionConfig,
         metrics: ServerMetrics,
-        pipeline: _MotionPipeline,
+        pipeline: Pipeline,
         executor: ThreadPoolExecutor,
     ) -> None:
         # The id is a capability (it addresses every route of the session): 128 random bits.
@@ -118,11 +70,12 @@ class Session:
         self.frames_skipped = 0  # rendered or not, skipped by a sender that fell behind
         self.first_frame_s: float | None = None
         self._viewers: set[str] = set()  # connected peers
+        self._joining: set[str] = set()  # peers answered, not connected yet
         self.clients = 0
         self.closed = False
         self._pipeline = pipeline
         self._executor = executor
-        delay = playout_delay_s(config, pipeline.motion.latency_s)
+        delay = playout_delay_s(config, pipeline.latency_s)
         self.clock = SessionClock.start_now(config.fps, delay, PLAYBACK_RATE)
         self.speech = SpeechQueue(
             int(config.max_queued_speech_s * PLAYBACK_RATE),
@@ -158,11 +111,12 @@ class Session:
         requested_at = time.monotonic() if requested_at is None else requested_at
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecast-session")
         loop = asyncio.get_running_loop()
-        pipeline = await loop.run_in_executor(executor, _MotionPipeline, avatar, config)
+        pipeline = await loop.run_in_executor(executor, Pipeline, avatar, config.pipeline)
         session = cls(portrait_id, config, metrics, pipeline, executor)
         # The neutral frame is shown until the first paced frame: a viewer never waits on a tick.
-        neutral = await loop.run_in_executor(executor, pipeline.neutral_frame)
-        session._frames.put(StoredFrame(-1, neutral, time.monotonic()))
+        neutral = await loop.run_in_executor(executor, pipeline.rest_frame)
+        assert neutral.rgb is not None
+        session._frames.put(StoredFrame(-1, neutral.rgb, time.monotonic()))
         session._first_frame.set()
         session.first_frame_s = time.monotonic() - requested_at
         metrics.first_frame_seconds.observe(session.first_frame_s)
@@ -194,11 +148,17 @@ class Session:
         """Connected peers; one still negotiating (or never coming) is not a viewer."""
         return len(self._viewers)
 
+    def add_joining(self, peer_id: str) -> None:
+        """A peer was answered: keep the motion going so it connects to a face in motion."""
+        self._joining.add(peer_id)
+
     def add_viewer(self, peer_id: str) -> None:
+        self._joining.discard(peer_id)
         self._viewers.add(peer_id)
         self._touch()
 
     def remove_viewer(self, peer_id: str) -> None:
+        self._joining.discard(peer_id)
         if peer_id in self._viewers:
             self._viewers.discard(peer_id)
             self._touch()
@@ -278,26 +238,23 @@ class Session:
     async def set_controls(self, values: dict[str, object]) -> Controls:
         """Partial update; read and applied on the executor, so concurrent updates never
         start from the same old controls and undo each other."""
-        motion = self._pipeline.motion
+        pipeline = self._pipeline
 
         def update() -> Controls:
-            controls = Controls.from_dict(values, base=motion.controls)
-            motion.set_controls(controls)
+            controls = Controls.from_dict(values, base=pipeline.controls)
+            pipeline.set_controls(controls)
             return controls
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, update)
 
     @property
     def controls(self) -> Controls:
-        return self._pipeline.motion.controls
+        return self._pipeline.controls
 
     async def set_portrait(self, avatar: Avatar, portrait_id: str) -> None:
-        def swap() -> None:
-            self._pipeline.renderer = frame_renderer(
-                avatar, self.config.renderer, self.config.backend
-            )
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, swap)
+        await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._pipeline.set_avatar, avatar
+        )
         self.portrait_id = portrait_id
 
     def free_speech_seconds(self) -> float:
@@ -345,14 +302,15 @@ class Session:
                 self.metrics.audio_underruns.inc()
             self._space.set()
             tick += 1
-            if self.viewers == 0:
-                # Nobody to show it to: skip the model as well as the pixels (a viewer
-                # joining picks the motion up from its next tick).
-                self._pipeline.skip_tick()
+            if not self._viewers and not self._joining:
+                # Nobody watches or is about to: skip the model as well as the pixels.
+                # (While a peer connects the motion runs, so that its first frames do not
+                # arrive together with the model's and the encoder's first work.)
+                self._pipeline.skip()
                 continue
             try:
                 frames = await loop.run_in_executor(
-                    self._executor, self._pipeline.step, taken.speech, self._should_render
+                    self._executor, self._pipeline.push, taken.speech, self._should_render
                 )
             except Exception:  # a transient fault repeats the last frame; the session goes on
                 logger.exception("session %s: frame step failed", self.id)
@@ -365,8 +323,9 @@ class Session:
         # Too late to show: rendering it would only make the next one late too.
         return time.monotonic() < self.clock.frame_due(index)
 
-    def _store(self, frames: list[tuple[int, np.ndarray | None, float]]) -> None:
-        for index, rgb, render_s in frames:
+    def _store(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            index, rgb = frame.pts, frame.rgb
             if rgb is None:
                 if self.viewers:
                     self.frames_dropped += 1
@@ -375,8 +334,8 @@ class Session:
             # Frame k shows the audio of tick k, which entered when that tick ended.
             entered_at = self._tick_entered.get(index, time.monotonic())
             self._frames.put(StoredFrame(index, rgb, entered_at))
-            self._render_times.append(render_s)
-            self.metrics.frame_time_seconds.observe(render_s)
+            self._render_times.append(frame.render_s)
+            self.metrics.frame_time_seconds.observe(frame.render_s)
 
     def _schedule_events(self, taken: TakenAudio, tick_start: int) -> None:
         loop = asyncio.get_running_loop()

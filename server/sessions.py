@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 from engines.errors import FacecastError
 
@@ -61,10 +60,9 @@ class SessionManager:
         portrait_id = portrait_id or BUILTIN_PORTRAIT_ID
         session_config = self._config.session
         if fps is not None or seed is not None:
-            session_config = replace(
-                session_config,
+            session_config = session_config.with_pipeline(
                 fps=session_config.fps if fps is None else fps,
-                seed=session_config.seed if seed is None else seed,
+                seed=session_config.pipeline.seed if seed is None else seed,
             )
         requested_at = time.monotonic()
         self._starting += 1  # count it against the cap while its avatar loads

@@ -7,14 +7,11 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-import torch
 from starlette.requests import HTTPConnection
 
-from engines.backends.registry import frame_renderer
 from engines.face.avatar import Avatar
 from engines.face.encoder import FaceEncoder
-from engines.motion import open_motion_source
-from engines.motion.space import neutral_motion
+from engines.pipeline import Pipeline, set_threads
 
 from .config import ServerConfig
 from .metrics import ServerMetrics
@@ -31,11 +28,7 @@ logger = logging.getLogger(__name__)
 
 def _warm_engines(avatar: Avatar, config: ServerConfig) -> None:
     """Load the motion model and render one frame: graph backends export (or find) their graphs."""
-    session = config.session
-    open_motion_source(session.motion, session.fps, backend=session.backend)
-    renderer = frame_renderer(avatar, session.renderer, session.backend)
-    with torch.inference_mode():
-        renderer.render(neutral_motion(1))
+    Pipeline(avatar, config.session.pipeline).rest_frame()
 
 
 class UnknownPeerError(KeyError):
@@ -77,7 +70,7 @@ class ServerState:
         )
 
     async def startup(self) -> None:
-        torch.set_num_threads(self.config.torch_threads)
+        set_threads(self.config.torch_threads)
         configure_encoders(max(self.config.session.fps, 30))
         # Builds the face-analysis graphs and caches the built-in avatar now, so the
         # first session starts in milliseconds instead of waiting ~1 s.

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.audio.ingest import decode_audio_bytes
 from engines.errors import FacecastError
-
-from .audio_ingest import decode_audio_bytes
 
 __all__ = [
     "TtsError",

@@ -38,9 +38,9 @@ from aiortc.exceptions import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import MediaDescription, SessionDescription, candidate_from_sdp
 
+from engines.audio.ingest import FrameResampler
 from engines.errors import FacecastError
 
-from .audio_ingest import FrameResampler
 from .config import IceServer
 from .session import Session
 
@@ -234,6 +234,7 @@ class PeerLink:
             raise InvalidOfferError(
                 f"the offer could not be negotiated: {exc or type(exc).__name__}"
             ) from exc
+        self.session.add_joining(self.id)
         self._start_deadline()
         logger.info("session %s: peer %s answered", self.session.id, self.id)
         return self.pc.localDescription.sdp

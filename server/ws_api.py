@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from engines.audio.ingest import PLAYBACK_RATE, PcmStream
 from engines.errors import FacecastError
 
-from .audio_ingest import PLAYBACK_RATE, PcmStream
 from .auth import websocket_token_ok
 from .session import Session
 from .sessions import UnknownSessionError

@@ -1,4 +1,4 @@
-"""server.audio_ingest: every audio source to float32 mono 48 kHz, and the 48 -> 16 kHz step.
+"""engines.audio.ingest: every audio source to float32 mono 48 kHz, and the 48 -> 16 kHz step.
 
 Inputs are built here with numpy, scipy and the ffmpeg CLI, never with the
 code under test; pitch is checked by FFT peak, level by RMS, seams by
@@ -20,8 +20,7 @@ from PIL import Image
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
-from engines.errors import InvalidAudioError
-from server.audio_ingest import (
+from engines.audio.ingest import (
     FEATURE_RATE,
     PCM_RATES,
     PLAYBACK_RATE,
@@ -30,6 +29,7 @@ from server.audio_ingest import (
     PcmStream,
     decode_audio_bytes,
 )
+from engines.errors import InvalidAudioError
 from tests.speech import SpeechClip, load_wav
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")

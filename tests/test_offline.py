@@ -43,7 +43,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def speech_video(speech_path: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("render") / "speech.mp4"
-    report = render_to_mp4(speech_path, out, config=RenderJobConfig(fps=25))
+    report = render_to_mp4(speech_path, out, config=RenderJobConfig.of(fps=25))
     frames, info = decode(out)
     return report, frames, info
 
@@ -76,7 +76,7 @@ def test_mouth_opens_during_speech_and_rests_in_silence(speech_video, speech_spa
 
 def test_silence_renders_a_living_face_with_closed_lips(silence_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "idle.mp4"
-    render_to_mp4(silence_path, out, config=RenderJobConfig(fps=25))
+    render_to_mp4(silence_path, out, config=RenderJobConfig.of(fps=25))
     frames, _ = decode(out)
     assert len(frames) == 75
     assert max(mouth_gap(f) for f in frames[::10]) < 0.02

@@ -1,3 +1,3 @@
 """Audio: decoding any format, resampling to the feature rate, streaming features."""
 
-__all__ = ["decoding", "features"]
+__all__ = ["decoding", "features", "ingest"]

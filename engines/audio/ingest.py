@@ -28,12 +28,8 @@ import av
 import numpy as np
 from scipy import signal
 
-from engines.audio.decoding import (
-    SUPPORTED_FORMATS_HINT,
-    open_audio_container,
-    undecodable_audio_error,
-)
-from engines.errors import AudioTooLongError, InvalidAudioError
+from ..errors import AudioTooLongError, InvalidAudioError
+from .decoding import SUPPORTED_FORMATS_HINT, open_audio_container, undecodable_audio_error
 
 __all__ = [
     "PLAYBACK_RATE",
