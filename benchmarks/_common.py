@@ -306,9 +306,9 @@ def speech_file(tmp: Path, text: str = FLITE_SENTENCE) -> tuple[str, Path]:
     """A real speech recording when present, else flite speaking `text`."""
     if RADIO_SPEECH.exists():
         return RADIO_SPEECH.name, RADIO_SPEECH
-    from server.tts import synthesize_speech
+    from engines.audio.speech import speak_to_file
 
-    return "flite", synthesize_speech(text, tmp / "speech.wav")
+    return "flite", speak_to_file(text, tmp / "speech.wav")
 
 
 def audio_seconds(path: Path) -> float:

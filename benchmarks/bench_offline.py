@@ -33,9 +33,9 @@ from benchmarks._common import (
     run_and_report,
     summarize,
 )
+from engines.audio.speech import speak_to_file
 from engines.face.encoder import FaceEncoderConfig
 from server.offline import RenderJobConfig, render_to_mp4
-from server.tts import synthesize_speech
 
 __all__ = ["main", "run"]
 
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 def _speech(tmp: Path) -> list[tuple[str, Path]]:
-    clips = [("flite ~10 s", synthesize_speech(TEN_SECONDS, tmp / "flite10.wav"))]
+    clips = [("flite ~10 s", speak_to_file(TEN_SECONDS, tmp / "flite10.wav"))]
     if RADIO_SPEECH.exists():
         clips.append((RADIO_SPEECH.name, RADIO_SPEECH))
     else:
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cache = tmp / "cache"
         clips = _speech(tmp)
         data["clips"] = {label: round(audio_seconds(path), 2) for label, path in clips}
-        warmup = synthesize_speech(WARMUP_TEXT, tmp / "warmup.wav")
+        warmup = speak_to_file(WARMUP_TEXT, tmp / "warmup.wav")
         _one_run(warmup, tmp / "warmup.mp4", args.fps[0], default_threads, cache)
         configs = _configs(clips, args.fps)
         runs: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(configs))}

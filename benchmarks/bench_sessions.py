@@ -102,13 +102,13 @@ def held(record: dict[str, Any]) -> bool:
 def _speech_pcm(seconds: float) -> bytes:
     """Real speech, s16le mono 16 kHz, looped to `seconds`: the radio recording or flite."""
     from engines.audio.ingest import decode_audio_bytes
-    from server.tts import synthesize_speech
+    from engines.audio.speech import speak_to_file
 
     with tempfile.TemporaryDirectory() as tmp:
         path = (
             RADIO_SPEECH
             if RADIO_SPEECH.exists()
-            else synthesize_speech(SPEECH_TEXT, Path(tmp) / "s.wav")
+            else speak_to_file(SPEECH_TEXT, Path(tmp) / "s.wav")
         )
         samples48 = decode_audio_bytes(path.read_bytes(), path.name)
     samples = signal.resample_poly(samples48, 1, 3)  # 48 -> 16 kHz

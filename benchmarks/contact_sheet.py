@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from engines.audio.decoding import iter_audio
+from engines.audio.speech import speak_to_file
 from engines.face.encoder import FaceEncoder
 from engines.motion import MOTION_KINDS, MotionConfig, open_motion_source
 from engines.motion.space import index_of
 from engines.render.renderer import FaceRenderer
-from server.tts import synthesize_speech
 
 TILE = 256
 COLUMNS = 6
@@ -95,7 +95,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        audio = args.audio or synthesize_speech(
+        audio = args.audio or speak_to_file(
             "Hello! I am a portrait that talks. Peter picked a bowl of blue berries.",
             Path(tmp) / "s.wav",
         )

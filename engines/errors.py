@@ -10,6 +10,7 @@ __all__ = [
     "FaceTooSmallError",
     "InvalidAudioError",
     "AudioTooLongError",
+    "InvalidControlsError",
     "BackendUnavailableError",
     "SynthesisError",
     "CheckpointError",
@@ -42,6 +43,10 @@ class InvalidAudioError(FacecastError):
 
 class AudioTooLongError(InvalidAudioError):
     """The audio is longer than the limit it was given (a file, a queue)."""
+
+
+class InvalidControlsError(FacecastError, ValueError):
+    """A control value is unknown or out of its range (gaze, head distance, emotion)."""
 
 
 class BackendUnavailableError(FacecastError):

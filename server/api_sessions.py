@@ -13,12 +13,13 @@ from fastapi import APIRouter, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from engines.audio.ingest import PLAYBACK_RATE, check_audio_fits, decode_audio_bytes
+from engines.audio.ingest import PLAYBACK_RATE, check_audio_length, decode_audio_bytes
+from engines.audio.speech import MAX_TEXT_CHARS
 
 from .config import MAX_FPS
+from .errors import SpeechQueueFullError
 from .session import Session
 from .state import state_of
-from .tts import MAX_TEXT_CHARS
 
 __all__ = ["router"]
 
@@ -161,10 +162,15 @@ async def upload_audio(request: Request, session_id: str, file: UploadFile) -> d
     data = await _read_upload(file, state.config.max_audio_bytes, "audio file")
     name = file.filename or "upload"
     limit = state.config.audio_seconds_limit
-    free_s = session.free_speech_seconds()
     loop = asyncio.get_running_loop()
-    # The header's duration is checked against the queue before any decoding.
-    await loop.run_in_executor(None, check_audio_fits, data, name, limit, free_s)
+    # The header's duration is checked against the limit and the queue before decoding.
+    header_s = await loop.run_in_executor(None, check_audio_length, data, name, limit)
+    free_s = session.free_speech_seconds()
+    if header_s is not None and header_s > free_s + 0.1:
+        raise SpeechQueueFullError(
+            f"'{name}' is {header_s:.1f} s long and the speech queue has {free_s:.1f} s free; "
+            "wait for playback (or interrupt) and send it again"
+        )
     samples = await loop.run_in_executor(None, decode_audio_bytes, data, name, limit)
     utterance = session.enqueue(samples, "upload")
     return {"utterance_id": utterance.id, "duration_s": round(utterance.duration_s, 3)}

@@ -7,6 +7,7 @@ the edge, with the engines' own messages as `detail`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,48 +17,22 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
-from engines.errors import (
-    AudioTooLongError,
-    FaceTooSmallError,
-    InvalidAudioError,
-    InvalidImageError,
-    NoFaceError,
-    NotAFaceError,
-)
+from engines.errors import FacecastError
 
 from .api_sessions import router as sessions_router
 from .auth import require_token
 from .config import ServerConfig
+from .errors import status_of
 from .guard import RequestGuard, body_rules
-from .portraits import BuiltinPortraitError, UnknownPortraitError
-from .sessions import SessionLimitError, UnknownSessionError
-from .state import ServerState, UnknownPeerError
-from .tts import TtsError
-from .webrtc import InvalidOfferError, OfferTooLargeError
+from .state import ServerState
 from .whep import router as whep_router
 from .ws_api import router as websocket_router
 
 __all__ = ["create_app", "WEB_CLIENT_DIR"]
 
-WEB_CLIENT_DIR = Path(__file__).resolve().parents[1] / "web_client"
+logger = logging.getLogger(__name__)
 
-_STATUS = {
-    UnknownSessionError: 404,
-    UnknownPortraitError: 404,
-    UnknownPeerError: 404,
-    SessionLimitError: 503,
-    InvalidOfferError: 400,
-    OfferTooLargeError: 413,
-    BuiltinPortraitError: 403,
-    InvalidImageError: 415,
-    InvalidAudioError: 415,
-    AudioTooLongError: 413,
-    NoFaceError: 422,
-    NotAFaceError: 422,
-    FaceTooSmallError: 422,
-    TtsError: 422,
-    OverflowError: 429,
-}
+WEB_CLIENT_DIR = Path(__file__).resolve().parents[1] / "web_client"
 
 
 def create_app(config: ServerConfig) -> FastAPI:
@@ -96,9 +71,8 @@ def create_app(config: ServerConfig) -> FastAPI:
             config.max_json_bytes,
         ),
     )
-    for error_type, status in _STATUS.items():
-        app.add_exception_handler(error_type, _error_handler(status))
-    app.add_exception_handler(ValueError, _error_handler(422))
+    # Facecast's own errors carry their status; anything else is a bug and a 500.
+    app.add_exception_handler(FacecastError, _facecast_error)
     protected = [Depends(require_token)]
     app.include_router(sessions_router, prefix="/api", dependencies=protected)
     app.include_router(whep_router, dependencies=protected)
@@ -109,11 +83,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     return app
 
 
-def _error_handler(status: int):  # type: ignore[no-untyped-def]
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status)
-
-    return handle
+async def _facecast_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FacecastError)
+    status = status_of(exc)
+    if status >= 500:
+        logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+    return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
 def _add_misc_routes(app: FastAPI, state: ServerState, protected: list) -> None:  # type: ignore[type-arg]

@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from engines.audio.speech import speak_to_file
 from engines.backends.registry import BACKEND_NAMES, BackendConfig, check_backends
 from engines.errors import FacecastError
 from engines.face.encoder import FaceEncoder
@@ -18,7 +19,6 @@ from engines.motion import MOTION_KINDS
 
 from .auth import TokenRedactingFilter
 from .offline import RenderJobConfig, render_to_mp4
-from .tts import synthesize_speech
 
 __all__ = ["main"]
 
@@ -152,7 +152,7 @@ def _render(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="facecast-") as tmp:
         audio = args.audio
         if args.text is not None:
-            audio = synthesize_speech(args.text, Path(tmp) / "speech.wav", voice=args.voice)
+            audio = speak_to_file(args.text, Path(tmp) / "speech.wav", voice=args.voice)
         defaults = RenderJobConfig().pipeline.motion
         motion = dataclasses.replace(
             defaults, kind=args.motion or defaults.kind, checkpoint=args.checkpoint

@@ -38,15 +38,9 @@ from engines.face.encoder import FaceEncoder
 from engines.face.image_io import load_portrait
 from engines.paths import default_portrait_path
 
-__all__ = [
-    "PortraitInfo",
-    "PortraitStore",
-    "PortraitStoreLimits",
-    "UnknownPortraitError",
-    "BuiltinPortraitError",
-    "PortraitStoreFullError",
-    "BUILTIN_PORTRAIT_ID",
-]
+from .errors import BuiltinPortraitError, PortraitStoreFullError, UnknownPortraitError
+
+__all__ = ["PortraitInfo", "PortraitStore", "PortraitStoreLimits", "BUILTIN_PORTRAIT_ID"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,19 +49,6 @@ _STORED_NAME = re.compile(r"^([0-9a-f]{16,64})\.(png|jpg)$")
 _MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg"}
 _JPEG_QUALITY = 95
 _ANALYSES_AT_ONCE = 2  # uploads decoded and analysed (or waiting to be) at one time
-
-
-class UnknownPortraitError(KeyError):
-    def __str__(self) -> str:
-        return f"no portrait with id {self.args[0]!r}; GET /api/portraits lists them"
-
-
-class BuiltinPortraitError(PermissionError):
-    """The built-in portrait is part of the install and cannot be deleted."""
-
-
-class PortraitStoreFullError(OverflowError):
-    """No room for another upload: every stored portrait is shown by a live session."""
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ class Session:
         return utterance
 
     def push_stream(self, utterance: Utterance, samples: np.ndarray) -> None:
-        """Append to a streamed utterance; raises OverflowError if the queue lacks the room."""
+        """Append to a streamed utterance; SpeechQueueFullError if the queue lacks the room."""
         if utterance.interrupted or self.closed or utterance.ended:
             return  # barge-in (or the stall guard) ended it: the rest is dropped on purpose
         self.speech.push(utterance, samples)

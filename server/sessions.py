@@ -8,25 +8,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from engines.errors import FacecastError
-
 from .config import ServerConfig
+from .errors import SessionLimitError, UnknownSessionError
 from .metrics import ServerMetrics
 from .portraits import BUILTIN_PORTRAIT_ID, PortraitStore
 from .session import Session
 
-__all__ = ["SessionManager", "SessionLimitError", "UnknownSessionError"]
+__all__ = ["SessionManager"]
 
 logger = logging.getLogger(__name__)
-
-
-class SessionLimitError(FacecastError):
-    """The server holds its configured maximum of sessions."""
-
-
-class UnknownSessionError(KeyError):
-    def __str__(self) -> str:
-        return f"no session with id {self.args[0]!r}; it may have ended or timed out"
 
 
 class SessionManager:

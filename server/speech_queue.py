@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import SpeechQueueFullError
+
 __all__ = ["Utterance", "TakenAudio", "SpeechQueue"]
 
 _ids = itertools.count(1)
@@ -124,7 +126,7 @@ class SpeechQueue:
     def add(self, utterance: Utterance, samples: np.ndarray | None = None) -> None:
         """Queue an utterance behind the others; a whole one comes with all its samples.
 
-        Raises OverflowError (and queues nothing) when its samples do not fit."""
+        Raises SpeechQueueFullError (and queues nothing) when its samples do not fit."""
         if samples is not None:
             self._check_space(len(samples))
         utterance.last_push_at = self._clock()
@@ -148,7 +150,7 @@ class SpeechQueue:
 
     def _check_space(self, count: int) -> None:
         if count > self.space_samples:
-            raise OverflowError(
+            raise SpeechQueueFullError(
                 f"the speech queue is full: {count / self.RATE:.1f} s of audio does not fit "
                 f"({self.space_samples / self.RATE:.1f} s free of "
                 f"{self._max_samples / self.RATE:.0f} s); wait for playback or interrupt"

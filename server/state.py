@@ -14,6 +14,7 @@ from engines.face.encoder import FaceEncoder
 from engines.pipeline import Pipeline, set_threads
 
 from .config import ServerConfig
+from .errors import UnknownPeerError, UnknownSessionError
 from .metrics import ServerMetrics
 from .portraits import BUILTIN_PORTRAIT_ID, PortraitStore, PortraitStoreLimits
 from .session import Session
@@ -21,7 +22,7 @@ from .sessions import SessionManager
 from .tts import SpeechSynthesizer
 from .webrtc import PeerLimits, PeerLink, configure_encoders
 
-__all__ = ["ServerState", "UnknownPeerError", "state_of"]
+__all__ = ["ServerState", "state_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +30,6 @@ logger = logging.getLogger(__name__)
 def _warm_engines(avatar: Avatar, config: ServerConfig) -> None:
     """Load the motion model and render one frame: graph backends export (or find) their graphs."""
     Pipeline(avatar, config.session.pipeline).rest_frame()
-
-
-class UnknownPeerError(KeyError):
-    def __str__(self) -> str:
-        return f"no WebRTC peer with id {self.args[0]!r}; it may have been closed"
 
 
 @dataclass
@@ -113,7 +109,7 @@ class ServerState:
     async def _peer_closed(self, link: PeerLink) -> None:
         self.links.pop(link.id, None)
         if link.owns_session:
-            with contextlib.suppress(KeyError):
+            with contextlib.suppress(UnknownSessionError):
                 await self.sessions.delete(link.session.id)
 
 

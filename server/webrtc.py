@@ -39,18 +39,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import MediaDescription, SessionDescription, candidate_from_sdp
 
 from engines.audio.ingest import FrameResampler
-from engines.errors import FacecastError
 
 from .config import IceServer
+from .errors import InvalidOfferError, OfferTooLargeError
 from .session import Session
 
-__all__ = [
-    "PeerLink",
-    "PeerLimits",
-    "InvalidOfferError",
-    "OfferTooLargeError",
-    "configure_encoders",
-]
+__all__ = ["PeerLink", "PeerLimits", "check_offer", "configure_encoders"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +65,6 @@ _SDP_ERRORS = (
 )
 _VIDEO_CODECS = ("video/h264", "video/vp8")
 _AUDIO_CODECS = ("audio/opus", "audio/pcmu", "audio/pcma")
-
-
-class InvalidOfferError(FacecastError):
-    """The SDP offer could not be parsed or does not ask for what a session sends."""
-
-
-class OfferTooLargeError(FacecastError):
-    """The SDP (or a trickled fragment) is over the size or candidate limits."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import contextlib
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
-from .sessions import UnknownSessionError
+from .errors import UnknownSessionError
 from .state import state_of
 from .webrtc import check_offer
 

@@ -37,11 +37,11 @@ import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from engines.audio.ingest import PLAYBACK_RATE, PcmStream
-from engines.errors import FacecastError
+from engines.errors import FacecastError, InvalidAudioError
 
 from .auth import websocket_token_ok
+from .errors import UnknownSessionError
 from .session import Session
-from .sessions import UnknownSessionError
 from .speech_queue import Utterance
 from .state import state_of
 
@@ -256,13 +256,13 @@ class _StreamReader:
             return
         try:
             await handler(message)
-        except (FacecastError, ValueError) as exc:
+        except FacecastError as exc:
             await self.error(str(exc))
 
     async def _start(self, message: dict[str, Any]) -> None:
         rate = message.get("sample_rate")
         if isinstance(rate, bool) or not isinstance(rate, int):
-            raise ValueError(f"sample_rate must be an integer such as 16000, got {rate!r}")
+            raise InvalidAudioError(f"sample_rate must be an integer such as 16000, got {rate!r}")
         self.pcm = PcmStream(rate)
 
     async def _end_of_utterance(self, message: dict[str, Any]) -> None:
@@ -313,7 +313,7 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     max_bytes = state_of(websocket).config.max_ws_message_bytes
     try:
         reader = _StreamReader(websocket, session, _sample_rate(websocket), max_bytes)
-    except (FacecastError, ValueError) as exc:
+    except FacecastError as exc:
         await _send_event(websocket, {"type": "error", "message": str(exc)})
         await websocket.close(code=CLOSE_UNSUPPORTED, reason="unsupported sample rate")
         return

@@ -277,3 +277,18 @@ def test_ended_sessions_release_their_memory(api: httpx.Client, live_server: Liv
     grown = _rss_mb(live_server.process.pid) - settled
     # Twelve more sessions (each holds a renderer of tens of MB while alive) leave no trace.
     assert grown < 40, f"server memory grew {grown:.0f} MB over 12 ended sessions"
+
+
+def test_errors_carry_their_status_and_anything_else_is_a_500() -> None:
+    from engines.errors import FacecastError, InvalidControlsError, NoFaceError
+    from server.errors import SpeechQueueFullError, UnknownSessionError, status_of
+
+    app = create_app(ServerConfig())
+    # No blanket handler turns an internal ValueError (a bug) into a client error.
+    assert ValueError not in app.exception_handlers
+    assert OverflowError not in app.exception_handlers
+    assert status_of(UnknownSessionError("x")) == 404
+    assert status_of(SpeechQueueFullError("full")) == 429
+    assert status_of(InvalidControlsError("bad")) == 422
+    assert status_of(NoFaceError("none")) == 422
+    assert status_of(FacecastError("unexpected")) == 500

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engines.audio import speech
 from engines.training import corpus
 from engines.training.aligned_speech import ESPEAK_TRAIN_VOICES
 from engines.training.corpus import (
@@ -151,13 +152,13 @@ def test_synthesis_errors_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> Non
             synthesize(TEXT, "nobody")  # flite itself would silently speak with kal
     with pytest.raises(SynthesisError, match="empty"):
         synthesize("  ", "slt")
-    corpus.flite_voices.cache_clear()
-    monkeypatch.setattr(corpus.shutil, "which", lambda name: None)
+    speech.available_voices.cache_clear()
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
     try:
         with pytest.raises(SynthesisError, match="apt-get install flite"):
             synthesize(TEXT, "slt")
     finally:
-        corpus.flite_voices.cache_clear()
+        speech.available_voices.cache_clear()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

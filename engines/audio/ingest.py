@@ -39,7 +39,7 @@ __all__ = [
     "FrameResampler",
     "Downsampler",
     "decode_audio_bytes",
-    "check_audio_fits",
+    "check_audio_length",
 ]
 
 logger = logging.getLogger(__name__)
@@ -225,12 +225,11 @@ def decode_audio_bytes(
     return samples
 
 
-def check_audio_fits(data: bytes, filename: str, max_seconds: float, free_seconds: float) -> None:
-    """Refuse, from the file's header alone, audio over `max_seconds` (AudioTooLongError)
-    or over the `free_seconds` its speech queue has left (OverflowError).
+def check_audio_length(data: bytes, filename: str, max_seconds: float) -> float | None:
+    """The duration the file's header states (None if it states none), refusing audio over
+    `max_seconds` (AudioTooLongError) before a sample is decoded.
 
-    Files whose header states no duration pass; decode_audio_bytes still stops
-    at max_seconds, and the queue refuses what does not fit.
+    decode_audio_bytes still stops at max_seconds for files whose header lies or is silent.
     """
     name = Path(filename).name or "upload"
     if not data:
@@ -240,15 +239,9 @@ def check_audio_fits(data: bytes, filename: str, max_seconds: float, free_second
         header_s = _header_seconds(container, container.streams.audio[0])
     finally:
         container.close()
-    if header_s is None:
-        return
-    if header_s > max_seconds * _HEADER_TOLERANCE + _LENGTH_GRACE_S:
+    if header_s is not None and header_s > max_seconds * _HEADER_TOLERANCE + _LENGTH_GRACE_S:
         raise AudioTooLongError(_too_long(name, max_seconds, header_s))
-    if header_s > free_seconds * _HEADER_TOLERANCE + _LENGTH_GRACE_S:
-        raise OverflowError(
-            f"'{name}' is {header_s:.1f} s long and the speech queue has {free_seconds:.1f} s "
-            "free; wait for playback (or interrupt) and send it again"
-        )
+    return header_s
 
 
 def _open_bytes(data: bytes, name: str) -> av.container.InputContainer:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from ..errors import InvalidControlsError
 from ..types import MotionWindow
 from . import space as ms
 
@@ -69,10 +70,10 @@ def _number(name: str, value: object, low: float, high: float) -> float:
     """value as a float in [low, high], or ValueError naming the field."""
     # numbers.Real also takes numpy scalars; bool is a Real too but never a slider value.
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+        raise InvalidControlsError(f"{name} must be a number in [{low}, {high}], got {value!r}")
     number = float(value)
     if not (math.isfinite(number) and low <= number <= high):
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+        raise InvalidControlsError(f"{name} must be in [{low}, {high}], got {value!r}")
     return number
 
 
@@ -98,7 +99,9 @@ class Controls:
         strength = _number("emotion_strength", self.emotion_strength, 0.0, 1.0)
         object.__setattr__(self, "emotion_strength", strength)
         if self.emotion not in EMOTIONS:
-            raise ValueError(f"emotion must be one of {', '.join(EMOTIONS)}, got {self.emotion!r}")
+            raise InvalidControlsError(
+                f"emotion must be one of {', '.join(EMOTIONS)}, got {self.emotion!r}"
+            )
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -109,7 +112,9 @@ class Controls:
         valid = [f.name for f in fields(cls)]
         unknown = sorted(set(values) - set(valid))
         if unknown:
-            raise ValueError(f"unknown control(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+            raise InvalidControlsError(
+                f"unknown control(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
+            )
         merged = {**(base or cls()).to_dict(), **values}
         return cls(**merged)  # type: ignore[arg-type]
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio.decoding import read_audio
+from ..audio.speech import available_voices, run_engine
 from ..errors import InvalidAudioError, SynthesisError
 from .phone_align import PhoneAligner
 from .visemes import Phone
@@ -77,12 +76,7 @@ class AlignedSpeech:
 @functools.lru_cache(maxsize=1)
 def espeak_voices() -> frozenset[str]:
     """Language names espeak-ng offers (e.g. "en-us"); SynthesisError without espeak-ng."""
-    if shutil.which("espeak-ng") is None:
-        raise SynthesisError("espeak-ng is not installed; install it: apt-get install espeak-ng")
-    listing = subprocess.run(
-        ["espeak-ng", "--voices=en"], capture_output=True, text=True, timeout=30
-    )
-    return frozenset(line.split()[1] for line in listing.stdout.splitlines()[1:] if line.split())
+    return frozenset(available_voices("espeak-ng"))
 
 
 def synthesize_espeak(
@@ -109,14 +103,9 @@ def synthesize_espeak(
     with tempfile.TemporaryDirectory(prefix="facecast-espeak-") as tmp:
         path = Path(tmp) / "speech.wav"
         command = ["espeak-ng", "-v", name, "-s", str(words_per_minute), "-p", str(pitch)]
-        try:
-            result = subprocess.run(
-                [*command, "-w", str(path), text], capture_output=True, text=True, timeout=120
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SynthesisError(f"espeak-ng could not run on {text!r}: {exc}") from exc
-        if result.returncode != 0 or not path.is_file():
-            raise SynthesisError(f"espeak-ng failed on {text!r}: {result.stderr.strip()}")
+        run_engine([*command, "-w", str(path), text], f"speak {text!r}")
+        if not path.is_file():
+            raise SynthesisError(f"espeak-ng wrote no wav for {text!r}")
         samples = read_audio(path, sample_rate)
     return AlignedSpeech(text, voice, samples, sample_rate, _align(aligner, samples, text))
 

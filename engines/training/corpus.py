@@ -42,10 +42,7 @@ aligned_speech.ESPEAK_HELD_OUT_VOICES.
 
 from __future__ import annotations
 
-import functools
 import json
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +52,7 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import fftconvolve, resample_poly
 
+from ..audio.speech import available_voices, run_engine
 from ..errors import SynthesisError
 from .aligned_speech import ESPEAK_TRAIN_VOICES, AlignedSpeech, iter_recordings, synthesize_espeak
 from .phone_align import PhoneAligner
@@ -222,13 +220,9 @@ def make_sentences(count: int, seed: int) -> list[str]:
     return sentences
 
 
-@functools.lru_cache(maxsize=1)
 def flite_voices() -> tuple[str, ...]:
     """The corpus voices the installed flite offers; SynthesisError without flite."""
-    if shutil.which("flite") is None:
-        raise SynthesisError("flite is not installed; install it: apt-get install flite")
-    listing = subprocess.run(["flite", "-lv"], capture_output=True, text=True, timeout=30)
-    offered = set(listing.stdout.split(":", 1)[-1].split())
+    offered = set(available_voices("flite"))
     return tuple(v for v in VOICES if v in offered)
 
 
@@ -259,17 +253,9 @@ def synthesize(
         pitch_hz = None
     with tempfile.TemporaryDirectory(prefix="facecast-flite-") as tmp:
         path = Path(tmp) / "speech.wav"
-        try:
-            result = subprocess.run(
-                [*command, "-psdur", "-t", text, "-o", str(path)],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise SynthesisError(f"flite could not run on {text!r}: {exc}") from exc
-        if result.returncode != 0 or not path.is_file():
-            raise SynthesisError(f"flite failed on {text!r}: {result.stderr.strip() or 'no wav'}")
+        result = run_engine([*command, "-psdur", "-t", text, "-o", str(path)], f"speak {text!r}")
+        if not path.is_file():
+            raise SynthesisError(f"flite wrote no wav for {text!r}")
         samples = _read_wav(path, sample_rate)
     phones = _parse_psdur(result.stdout, len(samples) / sample_rate)
     return SynthUtterance(text, voice, samples, sample_rate, phones, stretch, pitch_hz)
