@@ -43,6 +43,7 @@ __all__ = [
     "summarize",
     "markdown_table",
     "records_table",
+    "summary_table",
     "machine_markdown",
     "write_results",
     "portraits",
@@ -252,6 +253,15 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def summary_table(first_header: str, rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """One row per (label, summarize() dict): n, p50, p95, min, max; blanks where unmeasured."""
+    keys = ("p50", "p95", "min", "max")
+    return markdown_table(
+        [first_header, "n", *keys],
+        [[label, stats.get("n", 0), *(stats.get(k, "") for k in keys)] for label, stats in rows],
+    )
 
 
 def records_table(records: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:

@@ -31,12 +31,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,27 +41,20 @@ from scipy import signal
 
 from benchmarks._common import (
     finish_machine_info,
-    machine_info,
-    machine_markdown,
     markdown_table,
     run_and_report,
     summarize,
+    summary_table,
 )
+from benchmarks._live import CpuMeter, live_header, live_machine_info, metric_total, serve
 
 __all__ = [
     "main",
     "run",
-    "serve",
-    "ServerHandle",
-    "CpuMeter",
     "voiced_burst",
     "BurstSchedule",
     "stream_bursts",
     "analyse_bursts",
-    "load_note",
-    "metric_total",
-    "live_machine_info",
-    "reference_note",
     "watched_session",
     "drop_pixels",
     "summarize_bursts",
@@ -79,164 +69,11 @@ WARMUP_BURSTS = 2
 # Frames kept for measuring: this long before and after each burst is sent.
 KEEP_BEFORE_S = 0.3
 KEEP_AFTER_S = 1.0
-BUSY_LOAD = 1.5  # load average above this on 2 cores: say so next to the numbers
 # aiortc's receiver (1.x): audio frames leave its jitter buffer once 4 newer packets have
 # arrived (prefetch=4, 20 ms each); a video frame once the next frame's first packet arrives.
 AIORTC_AUDIO_BUFFER_S = 4 * 0.02
 
 logger = logging.getLogger(__name__)
-
-
-# ---- the server and what it costs --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServerHandle:
-    url: str
-    pid: int | None  # None when the server is not ours (--url)
-
-
-@contextlib.contextmanager
-def serve(url: str | None, *server_args: str) -> Iterator[ServerHandle]:
-    """A running server: --url as given, else `facecast serve` in a subprocess on loopback.
-
-    The subprocess gets a fresh data dir and avatar cache, so uploads are analysed cold.
-    """
-    if url:
-        yield ServerHandle(url.rstrip("/"), None)
-        return
-    from tests.live import run_server
-
-    with tempfile.TemporaryDirectory(prefix="facecast-bench-") as tmp:
-        env = {"FACECAST_CACHE_DIR": str(Path(tmp) / "avatars")}
-        with run_server(Path(tmp), *server_args, env=env) as server:
-            yield ServerHandle(server.url, server.process.pid)
-
-
-def _process_cpu_s(pid: int | None) -> float:
-    """utime + stime of a process (all its threads), seconds; 0 when unknown."""
-    if pid is None:
-        return 0.0
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (float(fields[11]) + float(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy_s() -> float:
-    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuMeter:
-    """Cores in use during a measurement: the server process, this (client) process, the rest.
-
-    With an external server (--url) its CPU is part of 'other'.
-    """
-
-    def __init__(self, server_pid: int | None) -> None:
-        self._pid = server_pid
-        self._start = self._snapshot()
-
-    def _snapshot(self) -> tuple[float, float, float, float]:
-        own = os.times()
-        return (
-            time.perf_counter(),
-            _machine_busy_s(),
-            _process_cpu_s(self._pid),
-            own.user + own.system,
-        )
-
-    def cores(self) -> dict[str, float]:
-        end = self._snapshot()
-        wall = max(end[0] - self._start[0], 1e-9)
-        machine, server, client = (end[i] - self._start[i] for i in (1, 2, 3))
-        return {
-            "machine_cores": round(machine / wall, 2),
-            "server_cores": round(server / wall, 2),
-            "client_cores": round(client / wall, 2),
-            "other_cores": round(max(0.0, machine - server - client) / wall, 2),
-        }
-
-
-def reference_render_ms(frames: int = 40) -> float:
-    """This machine's speed right now: p50 ms of one standalone 512x512 render (1 torch thread,
-    built-in portrait, neutral pose), to read the server's frame_time_ms_p50 against.
-
-    The host is shared: the same loop has varied 2x within minutes on an idle guest."""
-    import torch
-
-    from engines.face.encoder import FaceEncoder
-    from engines.motion.space import neutral_motion
-    from engines.render.renderer import FaceRenderer, RendererConfig
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        renderer = FaceRenderer(FaceEncoder().encode(None), RendererConfig())
-        motion = neutral_motion(1)
-        times = []
-        with torch.inference_mode():
-            for i in range(frames + 3):
-                start = time.perf_counter()
-                renderer.render(motion)
-                if i >= 3:
-                    times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
-    return round(float(np.median(times)) * 1000, 1)
-
-
-def live_machine_info() -> dict[str, Any]:
-    """machine_info() plus the reference render time (measured before the server starts)."""
-    info = machine_info()
-    info["reference_render_ms_p50"] = reference_render_ms()
-    return info
-
-
-def reference_note(info: dict[str, Any]) -> str:
-    return (
-        f"Reference: a standalone render (1 torch thread, batch 1, neutral pose) took "
-        f"{info['reference_render_ms_p50']} ms p50 on this machine just before the run."
-    )
-
-
-async def metric_total(client: Any, name: str) -> float:
-    """Sum of a metric's samples (all label sets) from the server's /metrics text."""
-    text = await client.request("GET", "/metrics")
-    total = 0.0
-    for line in str(text).splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def load_note(info: dict[str, Any]) -> str:
-    """A warning line when the machine was busy at the start or the end of a run."""
-    worst = max(info["loadavg_start"][0], (info.get("loadavg_end") or [0.0])[0])
-    if worst <= BUSY_LOAD:
-        return ""
-    return (
-        f"**The machine was busy**: 1-min load average up to {worst:.2f} on "
-        f"{info['cpu_cores']} cores. It counts this benchmark's own server and client too; the "
-        "'other' CPU figures below are what other jobs used during the measurement."
-    )
-
-
-def live_header(title: str, info: dict[str, Any]) -> list[str]:
-    """Markdown lines every live benchmark opens with: title, machine, reference, load note."""
-    note = load_note(info)
-    return [
-        title,
-        "",
-        machine_markdown(info),
-        "",
-        reference_note(info),
-        "",
-        *([note, ""] if note else []),
-    ]
 
 
 # ---- the stimulus --------------------------------------------------------------------------
@@ -497,14 +334,7 @@ def _markdown(data: dict[str, Any]) -> str:
     delay = stats["playout_delay_ms"]
     heard = delay + AIORTC_AUDIO_BUFFER_S * 1000
     rows = [
-        [
-            label,
-            s[key].get("n", 0),
-            s[key].get("p50", ""),
-            s[key].get("p95", ""),
-            s[key].get("min", ""),
-            s[key].get("max", ""),
-        ]
+        (label, s[key])
         for label, key in (
             ("send -> mouth open at the receiver", "mouth_ms"),
             ("send -> burst heard at the receiver", "audio_ms"),
@@ -535,7 +365,7 @@ def _markdown(data: dict[str, Any]) -> str:
         f"{WARMUP_BURSTS} warm-up bursts. Mouth opening detected on {s['mouth_detected']}, "
         f"sound on {s['audio_detected']}.",
         "",
-        markdown_table(["measure (ms)", "n", "p50", "p95", "min", "max"], rows),
+        summary_table("measure (ms)", rows),
         "",
         f"Server during the run: playout delay {delay} ms, session stats audio_to_frame_ms_p50 "
         f"{stats['audio_to_frame_ms_p50']} ms (tick in -> frame sent), frame_time_ms_p50 "

@@ -35,16 +35,12 @@ from benchmarks._common import (
     setup_logging,
     write_results,
 )
+from benchmarks._live import CpuMeter, live_header, live_machine_info, metric_total, serve
 from benchmarks.bench_audio_to_frame import (
     FPS,
     WARMUP_BURSTS,
     BurstSchedule,
-    CpuMeter,
     analyse_bursts,
-    live_header,
-    live_machine_info,
-    metric_total,
-    serve,
     stream_bursts,
     summarize_bursts,
     voiced_burst,

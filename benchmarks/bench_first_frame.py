@@ -31,16 +31,11 @@ from typing import Any
 
 from benchmarks._common import (
     finish_machine_info,
-    markdown_table,
     run_and_report,
     summarize,
+    summary_table,
 )
-from benchmarks.bench_audio_to_frame import (
-    CpuMeter,
-    live_header,
-    live_machine_info,
-    serve,
-)
+from benchmarks._live import CpuMeter, live_header, live_machine_info, serve
 
 __all__ = ["main", "run"]
 
@@ -142,30 +137,10 @@ _LABELS = {
 
 def _markdown(data: dict[str, Any]) -> str:
     summary, uploads = data["session_summary"], data["upload_summary"]
-    rows = [
-        [
-            _LABELS[k],
-            s.get("n", 0),
-            s.get("p50", ""),
-            s.get("p95", ""),
-            s.get("min", ""),
-            s.get("max", ""),
-        ]
-        for k, s in summary.items()
-    ]
+    rows = [(_LABELS[k], s) for k, s in summary.items()]
     upload_rows = [
-        [
-            label,
-            s.get("n", 0),
-            s.get("p50", ""),
-            s.get("p95", ""),
-            s.get("min", ""),
-            s.get("max", ""),
-        ]
-        for label, s in (
-            ("new portrait (cold analysis), POST /api/portraits", uploads["cold_ms"]),
-            ("same bytes again (avatar cache hit)", uploads["again_ms"]),
-        )
+        ("new portrait (cold analysis), POST /api/portraits", uploads["cold_ms"]),
+        ("same bytes again (avatar cache hit)", uploads["again_ms"]),
     ]
     cpu, ucpu = data["session_cpu"], data["upload_cpu"]
     first = summary["first_decoded_ms"].get("p50", float("nan"))
@@ -178,7 +153,7 @@ def _markdown(data: dict[str, Any]) -> str:
             "process) -> first frame -> delete, with the built-in portrait's avatar cached; "
             "times from the start of POST /api/sessions (ms).",
             "",
-            markdown_table(["measure (ms from POST start)", "n", "p50", "p95", "min", "max"], rows),
+            summary_table("measure (ms from POST start)", rows),
             "",
             f"Budget (DESIGN.md): first frame <= {FIRST_FRAME_BUDGET_MS:g} ms server-side with a "
             f"cached avatar (a GPU budget); here the viewer's first decoded frame came "
@@ -188,7 +163,7 @@ def _markdown(data: dict[str, Any]) -> str:
             "",
             "## Portrait preparation (upload of a new image)",
             "",
-            markdown_table(["measure (ms)", "n", "p50", "p95", "min", "max"], upload_rows),
+            summary_table("measure (ms)", upload_rows),
             "",
             f"Budget: new portrait <= {PREPARE_BUDGET_MS:g} ms. The upload is a "
             f"{data['portrait_bytes'] / 1024:.0f} KiB PNG of the built-in portrait, mirrored "

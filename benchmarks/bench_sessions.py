@@ -43,13 +43,7 @@ from benchmarks._common import (
     markdown_table,
     run_and_report,
 )
-from benchmarks.bench_audio_to_frame import (
-    CpuMeter,
-    live_header,
-    live_machine_info,
-    metric_total,
-    serve,
-)
+from benchmarks._live import CpuMeter, live_header, live_machine_info, metric_total, serve
 
 __all__ = ["main", "run", "held"]
 

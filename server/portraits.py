@@ -113,6 +113,9 @@ class PortraitStore:
         )
         self._portraits: dict[str, PortraitInfo] = {builtin.id: builtin}
         self._last_used: dict[str, float] = {}
+        # sha256 of the bytes a client uploaded -> the portrait made of them: an upload
+        # seen before is answered without decoding it again.
+        self._by_source: dict[str, str] = {}
         self._load_stored()
 
     def _load_stored(self) -> None:
@@ -123,17 +126,22 @@ class PortraitStore:
                     logger.warning("ignoring %s: not stored by this version; upload it again", path)
                 continue
             portrait_id = match.group(1)
-            self._portraits[portrait_id] = self._stored_info(portrait_id, path)
+            self._portraits[portrait_id], source = self._stored_info(portrait_id, path)
             self._last_used[portrait_id] = path.stat().st_mtime
+            if source:
+                self._by_source[source] = portrait_id
 
     @staticmethod
-    def _stored_info(portrait_id: str, path: Path) -> PortraitInfo:
+    def _stored_info(portrait_id: str, path: Path) -> tuple[PortraitInfo, str | None]:
+        """The listing entry and the source hash, from the metadata beside the image."""
         try:
             meta = json.loads(path.with_suffix(".json").read_text())
             name, notes = str(meta["name"]), tuple(str(n) for n in meta["notes"])
-        except (OSError, ValueError, KeyError, TypeError):
-            name, notes = portrait_id, ()
-        return PortraitInfo(portrait_id, name, False, path, notes)
+            source = meta.get("source")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            name, notes, source = portrait_id, (), None
+        info = PortraitInfo(portrait_id, name, False, path, notes)
+        return info, source if isinstance(source, str) else None
 
     def list(self) -> list[PortraitInfo]:
         return list(self._portraits.values())
@@ -165,6 +173,11 @@ class PortraitStore:
         """Analyse an uploaded image and keep it; raises the encoder's FacecastError if unusable,
         PortraitStoreFullError if there is no room and nothing can be evicted, or when more
         uploads are being analysed than the server takes at once."""
+        source = hashlib.sha256(data).hexdigest()
+        known = self._by_source.get(source)
+        if known is not None and known in self._portraits:
+            self._touch(known)
+            return self._portraits[known]
         if self._waiting_analyses >= 2 * _ANALYSES_AT_ONCE:
             raise PortraitStoreFullError(
                 "the server is analysing other portraits; upload again in a few seconds"
@@ -183,13 +196,8 @@ class PortraitStore:
             self._touch(portrait_id)
             return self._portraits[portrait_id]
         self._make_room(len(stored))
-        info = self._write(
-            portrait_id,
-            stored,
-            suffix,
-            _display_name(filename, portrait_id),
-            (*notes, *(n for n in avatar.notes if n not in notes)),
-        )
+        name = _display_name(filename, portrait_id)
+        info = self._write(portrait_id, stored, suffix, name, _merged(notes, avatar.notes), source)
         self._remember(portrait_id, avatar)
         logger.info("portrait %s added (%d bytes)", portrait_id, len(stored))
         return info
@@ -206,16 +214,24 @@ class PortraitStore:
         logger.info("portrait %s deleted", portrait_id)
 
     def _write(
-        self, portrait_id: str, stored: bytes, suffix: str, name: str, notes: tuple[str, ...]
+        self,
+        portrait_id: str,
+        stored: bytes,
+        suffix: str,
+        name: str,
+        notes: tuple[str, ...],
+        source: str,
     ) -> PortraitInfo:
         path = self._upload_dir / f"{portrait_id}{suffix}"
         partial = path.with_name("." + path.name)
         partial.write_bytes(stored)
         partial.replace(path)
         # The display name and notes survive a restart next to the image.
-        path.with_suffix(".json").write_text(json.dumps({"name": name, "notes": list(notes)}))
+        meta = {"name": name, "notes": list(notes), "source": source}
+        path.with_suffix(".json").write_text(json.dumps(meta))
         info = PortraitInfo(portrait_id, name, False, path, notes)
         self._portraits[portrait_id] = info
+        self._by_source[source] = portrait_id
         self._touch(portrait_id)
         return info
 
@@ -228,6 +244,8 @@ class PortraitStore:
         self._portraits.pop(info.id, None)
         self._avatars.pop(info.id, None)
         self._last_used.pop(info.id, None)
+        for source in [s for s, known in self._by_source.items() if known == info.id]:
+            del self._by_source[source]
 
     def _evictable(self) -> tuple[PortraitInfo, ...]:
         """Uploads no live session shows, least recently used first."""
@@ -278,6 +296,11 @@ class PortraitStore:
     def _encode(self, source: Path | bytes) -> Avatar:
         with self._lock:  # mediapipe graphs are shared; one analysis at a time
             return self._encoder.encode(source)
+
+
+def _merged(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    """first, then the notes of second that first lacks."""
+    return (*first, *(note for note in second if note not in first))
 
 
 def _size(path: Path) -> int:
