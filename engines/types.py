@@ -5,7 +5,7 @@ presentation time (pts, in units of 1/rate) so every stage can be checked for
 monotonic time. Control events travel on a separate, higher-priority path.
 
 Dimension names used in every docstring: T = video frames, S = audio
-samples, F = feature size, D = motion dimension (motion_space.MOTION_DIM),
+samples, F = feature size, D = motion dimension (engines.motion.space.MOTION_DIM),
 H, W = image height and width, B = batch.
 """
 
@@ -74,7 +74,7 @@ class AudioFeatures:
 class MotionWindow:
     """Consecutive motion frames.
 
-    values: float32 array of shape (T, D), D == MOTION_DIM, laid out as in motion_space.
+    values: float32 array of shape (T, D), D == MOTION_DIM, laid out as in engines.motion.space.
     pts: video frame index of the first row.
     """
 

@@ -4,7 +4,7 @@ Usage: python -m export.onnx_export [--checkpoint PATH] [--portrait PATH] [-o DI
 [--tolerance 1e-4]
 
 Writes DIR/audio_encoder.onnx, DIR/motion_denoiser.onnx and DIR/face_renderer.onnx
-(the graphs and their tensors are described in engines/onnx_graphs.py; the
+(the graphs and their tensors are described in engines/backends/graphs.py; the
 renderer bakes in the portrait, the built-in one unless --portrait), runs each
 on onnxruntime and torch with the same random feeds and reports the largest
 absolute difference; exits 1 when one exceeds the tolerance.

@@ -68,8 +68,9 @@ class Viewer:
                 now = time.monotonic()
                 keep = self.keep_pixels(len(self.frames))
                 rgb = frame.to_ndarray(format="rgb24") if keep else None
-                time_s = float(frame.pts * frame.time_base) if frame.time_base else 0.0
-                self.frames.append(ReceivedFrame(now, int(frame.pts), time_s, rgb))
+                pts = frame.pts or 0
+                time_s = float(pts * frame.time_base) if frame.time_base else 0.0
+                self.frames.append(ReceivedFrame(now, pts, time_s, rgb))
 
     async def _pump_audio(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from engines.backends.registry import BackendConfig
 from engines.face.encoder import FaceEncoderConfig
@@ -81,9 +82,9 @@ class SessionConfig:
     def renderer(self) -> RendererConfig:
         return self.pipeline.renderer
 
-    def with_pipeline(self, **changes: object) -> SessionConfig:
+    def with_pipeline(self, **changes: Any) -> SessionConfig:
         """This config with some pipeline settings changed (fps, seed, motion, backend...)."""
-        return replace(self, pipeline=replace(self.pipeline, **changes))  # type: ignore[arg-type]
+        return replace(self, pipeline=replace(self.pipeline, **changes))
 
     @property
     def render_budget(self) -> float:
@@ -197,9 +198,9 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
     if isinstance(overrides.get("allowed_hosts"), str):
         overrides["allowed_hosts"] = _names(str(overrides["allowed_hosts"]))
     session_keys = ("fps", "seed", "render_budget_s", "jitter_buffer_s", "max_queued_speech_s")
-    session_values = {k: overrides.pop(k) for k in session_keys if k in overrides}
+    session_values: dict[str, Any] = {k: overrides.pop(k) for k in session_keys if k in overrides}
     values.update({k: v for k, v in overrides.items() if v is not None})
-    config = ServerConfig(**values)  # type: ignore[arg-type]
+    config = ServerConfig(**values)  # type: ignore[arg-type]  # each value typed by its source
     session_values = {k: v for k, v in session_values.items() if v is not None}
     pipeline_values = {k: session_values.pop(k) for k in ("fps", "seed") if k in session_values}
     session = replace(config.session, **session_values)

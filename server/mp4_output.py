@@ -182,6 +182,7 @@ class Mp4Writer:
     def _add_video_stream(self, crf: int, preset: str) -> VideoStream:
         options = {"crf": str(crf), "preset": preset} if self.video_encoder == "libx264" else {}
         stream = self._container.add_stream(self.video_encoder, rate=self.fps, options=options)
+        assert isinstance(stream, VideoStream)  # a video encoder gives a video stream
         stream.width = self.width
         stream.height = self.height
         stream.pix_fmt = "yuv420p"  # the only 4:2:0 layout every browser decodes

@@ -37,6 +37,7 @@ from aiortc.exceptions import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import MediaDescription, SessionDescription, candidate_from_sdp
+from av import AudioFrame
 
 from engines.audio.ingest import FrameResampler
 
@@ -307,7 +308,8 @@ class PeerLink:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            self.session.push_microphone(resampler.push(frame))
+            if isinstance(frame, AudioFrame):  # an audio track yields audio frames only
+                self.session.push_microphone(resampler.push(frame))
 
     async def _on_state(self) -> None:
         state = self.pc.connectionState

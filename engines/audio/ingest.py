@@ -332,7 +332,7 @@ class Downsampler:
         count = max(0, (samples.size - first + _DECIMATION - 1) // _DECIMATION)
         # Only the windows that produce an output, as a strided view (no copy); S'xN.
         step = buffer.itemsize
-        windows = np.ndarray(
+        windows: np.ndarray = np.ndarray(
             (count, len(self._taps)), np.float32, buffer, first * step, (_DECIMATION * step, step)
         )
         out = windows @ self._taps  # taps are symmetric, so no flip

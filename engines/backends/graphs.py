@@ -20,6 +20,7 @@ mediapipe 0.10.21, whose wheel carries the face models, needs protobuf < 5.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -222,7 +223,7 @@ def motion_graphs(model: MotionModel, cache_dir: Path) -> dict[str, Path]:
     return {
         stage: cached_graph(
             Path(cache_dir) / f"{stage}-{key}.onnx",
-            lambda tmp, stage=stage: _export_motion_stage(model, stage, tmp),
+            functools.partial(_export_motion_stage, model, stage),
         )
         for stage in motion_specs(model)
     }

@@ -121,7 +121,7 @@ class CudaFrameRenderer:
     def __init__(self, renderer: FaceRenderer, cuda_graphs: bool = True) -> None:
         self.renderer = renderer
         self.image_size = renderer.image_size
-        self.device = renderer.layer.device
+        self.device: torch.device = renderer.layer.device
         self.cuda_graphs = cuda_graphs
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._pinned_in: dict[int, torch.Tensor] = {}

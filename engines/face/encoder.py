@@ -100,7 +100,7 @@ class FaceEncoder:
         name = "portrait" if isinstance(source, bytes) or source is None else str(source)
         # A path gives errors that name the file; bytes are an upload.
         portrait = load_portrait(
-            data if isinstance(source, bytes) else Path(source or default_portrait_path())
+            data if isinstance(source, bytes) else Path(str(source or default_portrait_path()))
         )
         notes = list(portrait.notes)
         face = self._pick_face(portrait.rgb, name, notes)
@@ -181,10 +181,10 @@ def _crop_square(
 def _person_mask(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Selfie segmentation, forced to cover the face itself (paintings can confuse it)."""
     mask = fl.person_mask(crop)
-    face_region = np.zeros(mask.shape, np.uint8)
+    region = np.zeros(mask.shape, np.uint8)
     hull = cv2.convexHull(landmarks[list(fl.FACE_OVAL), :2].astype(np.int32))
-    cv2.fillConvexPoly(face_region, hull, 255)
-    face_region = cv2.GaussianBlur(face_region, (0, 0), 3).astype(np.float32) / 255.0
+    cv2.fillConvexPoly(region, hull, 255)  # type: ignore[call-overload]  # stubs miss int32 hulls
+    face_region = cv2.GaussianBlur(region, (0, 0), 3).astype(np.float32) / 255.0
     return np.maximum(mask, face_region).astype(np.float32)
 
 

@@ -99,7 +99,8 @@ def load_portrait(
         notes: list[str] = []
         if getattr(im, "is_animated", False):
             # Image.open leaves the reader on frame 0; the rest is never decoded.
-            notes.append(f"animated image with {im.n_frames} frames; using the first frame")
+            frames = getattr(im, "n_frames", "several")
+            notes.append(f"animated image with {frames} frames; using the first frame")
         declared_size = im.size  # before draft() shrinks it
         _request_draft(im, max_side, notes)
         _decode_fully(im, name)
@@ -324,7 +325,8 @@ def _flatten_alpha(
 
 
 def _colour_name(rgb: tuple[int, int, int]) -> str:
-    return {(255, 255, 255): "white", (0, 0, 0): "black"}.get(tuple(rgb), f"rgb{tuple(rgb)}")
+    names = {(255, 255, 255): "white", (0, 0, 0): "black"}
+    return names.get((rgb[0], rgb[1], rgb[2]), f"rgb{tuple(rgb)}")
 
 
 def _fit_within(

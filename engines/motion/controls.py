@@ -203,6 +203,10 @@ class ControlMixer:
         self.fps = float(fps)
         self.ease_s = float(ease_s)
         self._controls = Controls()
+        # Eased state per control channel: target, position, velocity (E,) each.
+        self._target: np.ndarray
+        self._x: np.ndarray
+        self._v: np.ndarray
         self.reset()
 
     @property

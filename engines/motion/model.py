@@ -19,6 +19,7 @@ sees the whole window's audio, which helps anticipatory coarticulation).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,7 +225,7 @@ class MotionNormalizer:
 
 
 def diffusion_loss(
-    denoiser: nn.Module,
+    denoiser: Callable[..., torch.Tensor],
     scheduler: DDIMScheduler,
     x0: torch.Tensor,
     audio: torch.Tensor,
@@ -271,7 +272,7 @@ class MotionSampler:
 
     def __init__(
         self,
-        denoiser: nn.Module,
+        denoiser: Callable[..., torch.Tensor],
         scheduler: DDIMScheduler | None = None,
         normalizer: MotionNormalizer | None = None,
         window: int = 8,

@@ -54,6 +54,23 @@ class RendererConfig:
 class FaceRenderer(nn.Module):
     """Renders one avatar. forward(motion (B, D)) -> float (B, 3, S, S) in [0, 1]."""
 
+    # Buffers (register_buffer below), declared so the type checker knows them.
+    layer: torch.Tensor  # 1x4xSxS: RGB + person mask
+    background: torch.Tensor  # 1x3xSxS
+    landmarks: torch.Tensor  # 478x3
+    basis: torch.Tensor  # Kx478x3
+    pivot: torch.Tensor  # 3
+    depth_weights: torch.Tensor  # 3
+    anchors: torch.Tensor  # Ax3
+    anchor_follow: torch.Tensor  # A
+    source_xy: torch.Tensor  # Vx2
+    bind_vertices: torch.Tensor  # PxN (long)
+    bind_weights: torch.Tensor  # PxN
+    field_points: torch.Tensor
+    output_points: torch.Tensor
+    iris_radius: torch.Tensor  # 2
+    palette: torch.Tensor
+
     def __init__(self, avatar: Avatar, config: RendererConfig | None = None) -> None:
         super().__init__()
         self.config = config or RendererConfig()

@@ -49,9 +49,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..motion import space as ms
 from ..motion.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
@@ -79,6 +81,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+# (x0 (B, W, D), audio (B, W, C), prev (B, K, D), controls (B, W, E)): one training batch.
+_Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,8 @@ def train(
     ema = torch.optim.swa_utils.AveragedModel(
         modules, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay)
     )
+    # The averaged copies keep the types they were given.
+    averaged = cast(torch.nn.ModuleDict, ema.module)
     params = list(modules.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config))
@@ -182,15 +190,24 @@ def train(
 
     def save(step: int) -> Path:
         meta = _meta(config, len(train_set), len(valid_set), losses, validation, start, step)
-        best = ema.module
+        encoder_avg = cast(AudioEncoder, averaged["encoder"])
+        denoiser_avg = cast(MotionDenoiser, averaged["denoiser"])
         return save_checkpoint(
-            Path(out_path), best["encoder"], best["denoiser"], normalizer, model_config, meta
+            Path(out_path), encoder_avg, denoiser_avg, normalizer, model_config, meta
         )
 
     for step in range(1, config.steps + 1):
-        batch = data.sample(rng, encoder, device)
+        x0, audio, prev, controls = data.sample(rng, encoder, device)
         loss = diffusion_loss(
-            denoiser, scheduler, *batch, generator, config.p_drop, config.p_stream
+            denoiser,
+            scheduler,
+            x0,
+            audio,
+            prev,
+            controls,
+            generator,
+            config.p_drop,
+            config.p_stream,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -200,7 +217,7 @@ def train(
         ema.update_parameters(modules)
         losses.append(float(loss.detach()))
         if step % every == 0 or step == config.steps:
-            valid_loss = _validation_loss(valid, ema.module, scheduler, config, device)
+            valid_loss = _validation_loss(valid, averaged, scheduler, config, device)
             if valid_loss is not None:
                 validation.append((step, valid_loss))
             if progress is not None:
@@ -252,7 +269,7 @@ def _meta(
 @torch.no_grad()
 def _validation_loss(
     valid: _WindowData | None,
-    modules: torch.nn.Module,
+    modules: torch.nn.ModuleDict,
     scheduler: DDIMScheduler,
     config: TrainConfig,
     device: torch.device,
@@ -265,10 +282,19 @@ def _validation_loss(
     generator = torch.Generator().manual_seed(config.seed + 2)
     total = 0.0
     for _ in range(batches):
-        batch = valid.sample(rng, modules["encoder"], device)
-        total += float(
-            diffusion_loss(modules["denoiser"], scheduler, *batch, generator, 0.0, config.p_stream)
+        x0, audio, prev, controls = valid.sample(rng, modules["encoder"], device)
+        loss = diffusion_loss(
+            modules["denoiser"],
+            scheduler,
+            x0,
+            audio,
+            prev,
+            controls,
+            generator,
+            0.0,
+            config.p_stream,
         )
+        total += float(loss)
     return total / batches
 
 
@@ -341,9 +367,7 @@ class _WindowData:
         motion = self._draw(rng, windows)[2]
         return MotionNormalizer.from_data(motion.reshape(-1, ms.MOTION_DIM), min_std=0.01)
 
-    def sample(
-        self, rng: np.random.Generator, encoder: AudioEncoder, device: torch.device
-    ) -> tuple[torch.Tensor, ...]:
+    def sample(self, rng: np.random.Generator, encoder: nn.Module, device: torch.device) -> _Batch:
         """(x0 (B, W, D), audio (B, W, C), prev (B, K, D), controls (B, W, E))."""
         c = self.config
         w, k = c.window, c.prefix
