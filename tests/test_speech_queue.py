@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from server.playout import AudioRing, FrameStore, SessionClock, StoredFrame
+from server.errors import SpeechQueueFullError
 from server.speech_queue import SpeechQueue, Utterance
 
 RATE = SpeechQueue.RATE
@@ -58,7 +59,7 @@ def test_clear_interrupts_everything_and_bounds_are_enforced() -> None:
     queue.add(whole, _ramp(3000))
     stream = Utterance("websocket", streaming=True)
     queue.add(stream)
-    with pytest.raises(OverflowError, match="full"):
+    with pytest.raises(SpeechQueueFullError, match="full"):
         queue.push(stream, _ramp(3000))
     cut = queue.clear()
     assert {u.id for u in cut} == {whole.id, stream.id}
@@ -152,7 +153,7 @@ def test_frame_store_never_leaves_a_new_viewer_without_a_frame() -> None:
 def test_a_whole_utterance_too_big_to_fit_is_refused_and_not_queued() -> None:
     queue = _queue(max_s=0.1)
     too_long = Utterance("upload", streaming=False)
-    with pytest.raises(OverflowError, match=r"full: 0\.2 s of audio does not fit \(0\.1 s free"):
+    with pytest.raises(SpeechQueueFullError, match=r"full: 0\.2 s of audio does not fit \(0\.1 s free"):
         queue.add(too_long, _ramp(9600))
     assert queue.utterances == () and not queue.take(960).started
 
