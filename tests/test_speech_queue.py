@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.playout import AudioRing, FrameStore, SessionClock, StoredFrame
 from server.errors import SpeechQueueFullError
+from server.playout import AudioRing, FrameStore, SessionClock, StoredFrame
 from server.speech_queue import SpeechQueue, Utterance
 
 RATE = SpeechQueue.RATE
@@ -153,7 +153,9 @@ def test_frame_store_never_leaves_a_new_viewer_without_a_frame() -> None:
 def test_a_whole_utterance_too_big_to_fit_is_refused_and_not_queued() -> None:
     queue = _queue(max_s=0.1)
     too_long = Utterance("upload", streaming=False)
-    with pytest.raises(SpeechQueueFullError, match=r"full: 0\.2 s of audio does not fit \(0\.1 s free"):
+    with pytest.raises(
+        SpeechQueueFullError, match=r"full: 0\.2 s of audio does not fit \(0\.1 s free"
+    ):
         queue.add(too_long, _ramp(9600))
     assert queue.utterances == () and not queue.take(960).started
 
