@@ -15,7 +15,12 @@ from server.client import FacecastClient, Viewer
 from tests.live import LiveServer, run_server
 from tests.portraits import mouth_gap, psnr
 
-FPS = 25
+# Below the product's 25 fps on purpose: on the 2-core test machine one 25 fps session
+# (motion ~15 ms + render 25-40 ms per 40 ms tick, with aiortc and this test's own
+# decoder on the same cores) drops whole runs of frames when the machine is busy,
+# and a stale frame says nothing about lip sync. Pacing at 25 and 40 fps is tested
+# below; capacity is benchmarks/bench_sessions.py's job (issue 15).
+FPS = 12
 pytestmark = pytest.mark.slow
 
 
@@ -29,6 +34,10 @@ def _read_wav_pcm(path: Path) -> tuple[bytes, int]:
 
 def _every_third(index: int) -> bool:
     return index % 3 == 0
+
+
+def _every_frame(index: int) -> bool:
+    return True
 
 
 def _gaps_between(viewer: Viewer, start: float, stop: float) -> np.ndarray:
@@ -50,7 +59,7 @@ async def _speak_and_watch(url: str, speech_path: Path, speech_span: tuple[float
     pcm, rate = _read_wav_pcm(speech_path)
     async with FacecastClient(url) as client:
         session = await client.create_session(fps=FPS)
-        viewer = await client.watch(session["id"], keep_pixels=_every_third)
+        viewer = await client.watch(session["id"], keep_pixels=_every_frame)
         await viewer.wait_frames(FPS)  # connected and flowing
         async with client.events(session["id"]) as events:
             idle_start = asyncio.get_running_loop().time()
@@ -88,7 +97,7 @@ def test_webrtc_session_lip_syncs_streamed_speech(
     assert abs((len(steady) - 1) / span - FPS) <= 0.1 * FPS, f"{len(steady)} frames in {span} s"
     pts = [f.pts for f in viewer.frames]
     assert all(b > a for a, b in zip(pts, pts[1:], strict=False))
-    assert pts[1] - pts[0] == 90000 // FPS
+    assert abs(pts[1] - pts[0] - 90000 / FPS) <= 1  # aiortc converts through float seconds
 
     # The whole utterance played, with the events a voice agent expects.
     assert result["finished"]["interrupted"] is False
@@ -122,7 +131,7 @@ async def _interrupt_midway(url: str) -> dict:
     async with FacecastClient(url) as client:
         session = await client.create_session(fps=FPS)
         sid = session["id"]
-        viewer = await client.watch(sid, keep_pixels=_every_third)
+        viewer = await client.watch(sid, keep_pixels=_every_frame)
         await viewer.wait_frames(FPS)
         async with client.events(sid) as events:
             spoken = await client.speak(sid, text)
@@ -267,7 +276,7 @@ async def _microphone_session(url: str, speech_path: Path) -> dict:
         session = await client.create_session(fps=FPS)
         microphone = MediaPlayer(str(speech_path))  # real-time paced, like a live mic
         viewer = await client.watch(
-            session["id"], keep_pixels=_every_third, microphone=microphone.audio
+            session["id"], keep_pixels=_every_frame, microphone=microphone.audio
         )
         await viewer.wait_frames(int(FPS * 7.5), timeout_s=30)
         await viewer.close()
