@@ -26,7 +26,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Bump when the encoder's output changes so stale cache entries are not reused.
-ENCODER_VERSION = 1
+ENCODER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class FaceEncoderConfig:
     field_size: int = 256
     # Crop side as a multiple of the face's larger extent: room for hair and head motion.
     crop_scale: float = 2.1
+    # The least crop side the head needs (same unit), where the picture has no more room.
+    min_crop_scale: float = 1.6
     # Real faces (photos, paintings) score above 0.9; drawn cartoons near 0.6.
     min_face_score: float = 0.8
     min_face_width_px: int = 40
@@ -93,7 +95,8 @@ class FaceEncoder:
 
     def _cache_key(self, data: bytes) -> str:
         c = self.config
-        salt = f"v{ENCODER_VERSION}:{c.image_size}:{c.field_size}:{c.crop_scale}".encode()
+        salt = f"v{ENCODER_VERSION}:{c.image_size}:{c.field_size}:{c.crop_scale}:{c.min_crop_scale}"
+        salt = salt.encode()
         return hashlib.sha256(salt + data).hexdigest()
 
     def _encode_uncached(self, data: bytes, source: object, key: str) -> Avatar:
@@ -157,13 +160,21 @@ class FaceEncoder:
 def _crop_square(
     rgb: np.ndarray, face: fl.FaceDetection, config: FaceEncoderConfig
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Square crop centred on the face, resampled to image_size; edges replicated."""
+    """Square crop around the face, resampled to image_size, kept inside the image.
+
+    The square slides (and shrinks, down to min_crop_scale) to stay inside the
+    picture; only what still lies outside is filled, by _fill_outside, never by
+    repeating edge pixels (those streaks shimmer as the head moves).
+    """
+    h, w = rgb.shape[:2]
     x0, y0, x1, y1 = face.box
-    extent = max(x1 - x0, y1 - y0)
-    side = config.crop_scale * extent * 1.25  # detector boxes are tighter than the head
-    cx = 0.5 * (x0 + x1)
-    cy = 0.5 * (y0 + y1) - 0.05 * extent  # a little more hair room than neck
-    left, top = cx - side / 2, cy - side / 2
+    extent = max(x1 - x0, y1 - y0) * 1.25  # detector boxes are tighter than the head
+    least = config.min_crop_scale * extent
+    side = min(config.crop_scale * extent, max(least, float(min(w, h))))
+    margin = 0.5 * (least - extent)  # the head's own room on every side
+    left = _slide_inside(0.5 * (x0 + x1) - side / 2, side, w, x0 - margin, x1 + margin)
+    centre_y = 0.5 * (y0 + y1) - 0.04 * extent  # a little more hair room than neck
+    top = _slide_inside(centre_y - side / 2, side, h, y0 - margin, y1 + margin)
     size = config.image_size
     image = rgb
     pre = 1.0
@@ -172,10 +183,79 @@ def _crop_square(
         image = cv2.resize(rgb, None, fx=pre, fy=pre, interpolation=cv2.INTER_AREA)
     s = size / (side * pre)
     matrix = np.array([[s, 0, -left * pre * s], [0, s, -top * pre * s]], dtype=np.float64)
+    # Reflected, not replicated, only so the interpolation at the edge reads real pixels;
+    # everything outside the picture is replaced below.
     crop = cv2.warpAffine(
-        image, matrix, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+        image, matrix, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101
     )
+    inside = cv2.warpAffine(
+        np.ones(image.shape[:2], np.float32),
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
+    if inside.min() < 0.999:
+        crop = _fill_outside(crop, inside)
     return crop, (float(left), float(top), float(side))
+
+
+def _slide_inside(start: float, side: float, length: int, keep_lo: float, keep_hi: float) -> float:
+    """Start of a window of `side` along an axis of `length`: as near `start` as it can be
+    while lying inside [0, length] (or covering it, if longer), and never leaving out
+    [keep_lo, keep_hi] (the face with its margin)."""
+    lo, hi = sorted((0.0, length - side))
+    start = min(max(start, lo), hi)
+    return min(max(start, keep_hi - side), keep_lo)
+
+
+def _fill_outside(crop: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Replace what lies outside the picture (inside < 1) with a soft continuation of it.
+
+    A softened mirror image continues the texture at the edge and fades into a
+    push-pull pyramid's smooth spread of the nearby colours (no direction is
+    preferred, so no streaks); grain of the picture's own strength is added to
+    luma only, so a grayscale or sepia portrait stays so.
+    """
+    valid = cv2.erode((inside > 0.999).astype(np.float32), np.ones((3, 3), np.uint8))
+    image = crop.astype(np.float32)
+    # Next to the picture the mirrored picture (what `crop` holds out there), softened,
+    # so its texture goes on; further out the pyramid's smooth colour field takes over.
+    distance = cv2.distanceTransform((valid < 0.5).astype(np.uint8), cv2.DIST_L2, 5)
+    far = np.clip(distance / (0.04 * crop.shape[0]), 0.0, 1.0)[..., None]
+    mirrored = cv2.GaussianBlur(image, (0, 0), 2.5)
+    smooth = cv2.GaussianBlur(_push_pull(image, valid), (0, 0), 3.0)
+    filled = mirrored * (1.0 - far) + smooth * far
+    luma = image @ np.array([0.299, 0.587, 0.114], np.float32)
+    residual = luma - cv2.GaussianBlur(luma, (0, 0), 1.0)
+    grain_sigma = 1.4826 * float(np.median(np.abs(residual[valid > 0]))) if valid.any() else 0.0
+    # Seeded: the same portrait always makes the same avatar (and cache key).
+    noise = np.random.default_rng(0).standard_normal(luma.shape).astype(np.float32)
+    noise = cv2.GaussianBlur(noise, (0, 0), 0.6)
+    noise *= grain_sigma / max(float(noise.std()), 1e-6)
+    filled += noise[..., None]
+    alpha = cv2.GaussianBlur(valid, (0, 0), 1.5)[..., None]
+    return np.clip(image * alpha + filled * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _push_pull(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Fill where weight is 0 with weighted averages from coarser levels (H, W, C float32)."""
+    levels = []
+    colour, cover = image * weight[..., None], weight
+    while min(cover.shape) > 2:
+        levels.append((colour, cover))
+        half = (max(1, cover.shape[1] // 2), max(1, cover.shape[0] // 2))
+        colour = cv2.resize(colour, half, interpolation=cv2.INTER_AREA)
+        cover = cv2.resize(cover, half, interpolation=cv2.INTER_AREA)
+    mean = colour.reshape(-1, 3).sum(0) / max(float(cover.sum()), 1e-6)
+    filled = np.where(cover[..., None] > 1e-6, colour / np.maximum(cover, 1e-6)[..., None], mean)
+    for colour, cover in reversed(levels):
+        up = cv2.resize(filled, (cover.shape[1], cover.shape[0]), interpolation=cv2.INTER_LINEAR)
+        known = colour / np.maximum(cover, 1e-6)[..., None]
+        share = np.clip(cover, 0.0, 1.0)[..., None]
+        filled = known * share + up * (1.0 - share)
+    return filled.astype(np.float32)
 
 
 def _person_mask(crop: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
