@@ -96,8 +96,7 @@ class FaceEncoder:
     def _cache_key(self, data: bytes) -> str:
         c = self.config
         salt = f"v{ENCODER_VERSION}:{c.image_size}:{c.field_size}:{c.crop_scale}:{c.min_crop_scale}"
-        salt = salt.encode()
-        return hashlib.sha256(salt + data).hexdigest()
+        return hashlib.sha256(salt.encode() + data).hexdigest()
 
     def _encode_uncached(self, data: bytes, source: object, key: str) -> Avatar:
         name = "portrait" if isinstance(source, bytes) or source is None else str(source)
@@ -194,7 +193,7 @@ def _crop_square(
         (size, size),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0.0,
+        borderValue=(0.0,),
     )
     if inside.min() < 0.999:
         crop = _fill_outside(crop, inside)
@@ -232,7 +231,7 @@ def _fill_outside(crop: np.ndarray, inside: np.ndarray) -> np.ndarray:
     grain_sigma = 1.4826 * float(np.median(np.abs(residual[valid > 0]))) if valid.any() else 0.0
     # Seeded: the same portrait always makes the same avatar (and cache key).
     noise = np.random.default_rng(0).standard_normal(luma.shape).astype(np.float32)
-    noise = cv2.GaussianBlur(noise, (0, 0), 0.6)
+    noise = cv2.GaussianBlur(noise, (0, 0), 0.6).astype(np.float32)
     noise *= grain_sigma / max(float(noise.std()), 1e-6)
     filled += noise[..., None]
     alpha = cv2.GaussianBlur(valid, (0, 0), 1.5)[..., None]
