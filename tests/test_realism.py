@@ -13,8 +13,16 @@ import pytest
 
 from engines.face.avatar import Avatar
 from engines.face.encoder import FaceEncoder, FaceEncoderConfig
-from engines.face.landmarks import detect_faces
-from tests.portraits import portrait_path, streak_fraction
+from engines.face.expression_basis import lips_together
+from engines.face.landmarks import (
+    LIPS_INNER_LOWER,
+    LIPS_INNER_UPPER,
+    detect_faces,
+    inner_lip_gap,
+)
+from engines.motion.space import index_of, neutral_motion
+from engines.render.renderer import FaceRenderer
+from tests.portraits import landmarks_of, mouth_gap, portrait_path, streak_fraction
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -111,3 +119,70 @@ def test_the_fill_has_the_picture_grain(awkward_avatars) -> None:
     corner = avatar.image[:40, :40].astype(np.float32).mean(-1)
     residual = corner - cv2.GaussianBlur(corner, (0, 0), 1.0)
     assert residual.std() > 0.3
+
+
+@pytest.fixture(scope="module")
+def builtin_renderer(tmp_path_factory) -> FaceRenderer:
+    encoder = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path_factory.mktemp("cache")))
+    return FaceRenderer(encoder.encode(None))
+
+
+def _motion(**channels: float) -> np.ndarray:
+    motion = neutral_motion()
+    for name, value in channels.items():
+        motion[index_of(name)] = value
+    return motion
+
+
+@pytest.fixture(scope="module", params=[0.35, 0.7], ids=["parted", "wide_open"])
+def open_mouthed_source(request, builtin_renderer: FaceRenderer, tmp_path_factory) -> Avatar:
+    """A portrait taken mid-word: the built-in one rendered with the jaw open."""
+    frame = builtin_renderer.render(_motion(jawOpen=request.param))[0]
+    encoder = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path_factory.mktemp("cache")))
+    avatar = encoder.encode(_png(frame))
+    assert inner_lip_gap(avatar.landmarks) > 0.025  # the source really is open
+    return avatar
+
+
+def test_neutral_closes_a_parted_mouth(open_mouthed_source: Avatar) -> None:
+    renderer = FaceRenderer(open_mouthed_source)
+    neutral = renderer.render(neutral_motion())[0]
+    assert mouth_gap(neutral) < 0.012
+    # Where the lips meet there is a shadowed seam, not the photo's teeth.
+    lm = open_mouthed_source.landmarks
+    x0, x1 = int(lm[78, 0]) + 4, int(lm[308, 0]) - 4
+    seam_y = int(round(0.5 * (renderer.landmarks[13, 1] + renderer.landmarks[14, 1]).item()))
+    seam = neutral[seam_y - 1 : seam_y + 2, x0:x1].astype(np.float32).mean()
+    lips = neutral[[int(lm[0, 1]) + 2, int(lm[17, 1]) - 2], x0:x1].astype(np.float32).mean()
+    assert seam < lips
+    # And the motion still opens it.
+    assert mouth_gap(renderer.render(_motion(jawOpen=0.6))[0]) > 0.04
+
+
+def test_neutral_leaves_a_closed_mouth_alone(tmp_path) -> None:
+    avatar = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path)).encode(None)
+    assert np.abs(lips_together(avatar.landmarks)).max() < 1.0  # pixels: they already meet
+
+
+def _toned(painting: np.ndarray, tone: str) -> np.ndarray:
+    if tone == "grey":
+        return np.repeat(cv2.cvtColor(painting, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    sepia = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
+    return np.clip(painting.astype(np.float64) @ sepia.T, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("tone", ["grey", "sepia"])
+def test_the_mouth_keeps_a_monotone_portrait_monotone(
+    painting: np.ndarray, tone: str, tmp_path
+) -> None:
+    avatar = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path)).encode(_png(_toned(painting, tone)))
+    frame = FaceRenderer(avatar).render(_motion(jawOpen=0.7))[0]
+    traced = landmarks_of(frame)
+    inside = np.zeros(frame.shape[:2], np.uint8)
+    contour = traced[list(LIPS_INNER_UPPER) + list(LIPS_INNER_LOWER[::-1]), :2]
+    cv2.fillPoly(inside, [np.round(contour).astype(np.int32)], 1)
+    assert inside.sum() > 200  # the mouth is open: there is an interior to judge
+    saturation = cv2.cvtColor(frame, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32)
+    cheeks = [traced[i, :2].astype(int) for i in (50, 280)]
+    skin = np.mean([saturation[y - 4 : y + 5, x - 4 : x + 5].mean() for x, y in cheeks])
+    assert saturation[inside > 0].mean() <= 1.3 * skin + 2.0, (saturation[inside > 0].mean(), skin)

@@ -18,7 +18,7 @@ import numpy as np
 from ..motion.space import EXPRESSION_NAMES
 from . import landmarks as fl
 
-__all__ = ["FaceFrame", "face_frame", "build_expression_basis"]
+__all__ = ["FaceFrame", "face_frame", "build_expression_basis", "lips_together"]
 
 
 class FaceFrame:
@@ -247,3 +247,26 @@ def build_expression_basis(landmarks: np.ndarray) -> np.ndarray:
         disp[irises] = 0.0  # irises ride the eyeball, not the skin
         basis.append(disp)
     return np.stack(basis).astype(np.float32)
+
+
+def lips_together(landmarks: np.ndarray) -> np.ndarray:
+    """float32 (478, 3) pixel displacements that close a portrait's parted lips.
+
+    The motion space's neutral has the lips together, whatever the photo shows:
+    the jaw (with chin and lower lip) rises by the opening at the centre, then
+    each remaining gap along the inner contours closes from both sides, so the
+    lips meet along their whole length. A closed mouth gets (almost) zeros.
+    """
+    frame = FaceFrame(landmarks)
+    pairs = list(zip(fl.LIPS_INNER_UPPER[1:-1], fl.LIPS_INNER_LOWER[1:-1], strict=True))
+    upper, lower = [p[0] for p in pairs], [p[1] for p in pairs]
+    gaps = frame.b[lower] - frame.b[upper]  # face units, down the face
+    jaw = _jaw_open(frame)
+    centre = pairs.index((13, 14))
+    opens_per_unit = float(jaw[1][14] - jaw[1][13])
+    amount = max(0.0, float(gaps[centre])) / max(opens_per_unit, 1e-6)
+    du, dv, dz = -amount * jaw
+    left_over = np.maximum(gaps - amount * (jaw[1][lower] - jaw[1][upper]), 0.0)
+    dv[upper] += 0.5 * left_over
+    dv[lower] -= 0.5 * left_over
+    return frame.to_pixels(du, dv, dz)

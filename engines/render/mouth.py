@@ -12,24 +12,73 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import torch
 
 from ..face import landmarks as fl
 from .warp_ops import curve_table, eval_curve_table, local_coords, smoothstep, take, to_frame
 
-__all__ = ["mouth_palette", "mouth_interior"]
+__all__ = ["mouth_palette", "mouth_interior", "portrait_tone", "without_mouth_interior"]
 
 _TABLE_STEPS = 48
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def mouth_palette(skin_rgb: torch.Tensor) -> torch.Tensor:
-    """(3,) mean skin colour in [0, 1] -> (3, 3) rows: teeth, cavity, tongue."""
+def without_mouth_interior(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The portrait (uint8 H x W x 3) with whatever shows between its lips filled from the lips.
+
+    Neutral closes a parted mouth by squeezing the opening to a line; what the
+    warp cannot squeeze away at that line must be lip, not the photo's teeth.
+    An open mouth is always the painted interior, so nothing real is lost.
+    """
+    contour = np.concatenate(
+        [landmarks[list(fl.LIPS_INNER_UPPER), :2], landmarks[list(fl.LIPS_INNER_LOWER[::-1]), :2]]
+    )
+    hole = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(hole, [np.round(contour).astype(np.int32)], 255)  # type: ignore[call-overload]
+    if not hole.any():
+        return image
+    grown = cv2.dilate(hole, np.ones((3, 3), np.uint8))
+    return np.asarray(cv2.inpaint(image, grown, 4, cv2.INPAINT_TELEA))
+
+
+def portrait_tone(image: np.ndarray) -> tuple[torch.Tensor, float]:
+    """How colourful a portrait (uint8 H x W x 3) is, and the tint of a monotone one.
+
+    Returns (tint (3,), colour share in [0, 1]): a grey or sepia picture is
+    luma x one tint everywhere (share near 0); a colour photo or painting
+    departs from that by 20-60 % of its luma (share 1).
+    """
+    rgb = image.reshape(-1, 3).astype(np.float32) / 255.0
+    luma = rgb @ _LUMA
+    lit = luma > 0.04
+    if not lit.any():
+        return torch.ones(3), 0.0
+    tint = rgb[lit].sum(0) / luma[lit].sum()
+    departure = np.abs(rgb[lit] - luma[lit, None] * tint).sum(1).mean() / luma[lit].mean()
+    t = float(np.clip((departure - 0.03) / 0.12, 0.0, 1.0))
+    return torch.from_numpy(tint.astype(np.float32)), t * t * (3 - 2 * t)
+
+
+def mouth_palette(
+    skin_rgb: torch.Tensor, tint: torch.Tensor | None = None, colour_share: float = 1.0
+) -> torch.Tensor:
+    """(3,) mean skin colour in [0, 1] -> (3, 3) rows: teeth, cavity, tongue.
+
+    tint and colour_share (portrait_tone) pull the colours towards the
+    portrait's own tone: a grayscale photo gets a grey mouth, a sepia one sepia.
+    """
     lum = float(skin_rgb.mean().clamp(min=0.2))
     white = torch.tensor([0.93, 0.9, 0.84])
     teeth = (0.45 * white + 0.55 * skin_rgb) * min(0.9, 0.45 + lum)
     cavity = torch.tensor([0.16, 0.06, 0.045]) * (0.6 + lum)
     tongue = torch.tensor([0.5, 0.24, 0.2]) * (0.55 + lum)
-    return torch.stack([teeth, cavity, tongue]).clamp(0.0, 1.0)
+    palette = torch.stack([teeth, cavity, tongue])
+    if tint is not None:
+        toned = (palette @ torch.from_numpy(_LUMA))[:, None] * tint[None, :]
+        palette = torch.lerp(toned, palette, colour_share)
+    return palette.clamp(0.0, 1.0)
 
 
 def mouth_interior(
@@ -63,6 +112,11 @@ def mouth_interior(
     alpha = alpha * smoothstep(0.5 * pixel, 1.5 * pixel, gap)
     # Close at the corners even where a turned face folds the lip contour.
     alpha = alpha * (1.0 - smoothstep(0.6, 1.0, xs.abs() / half[:, None, None]))
+    # Lips that touch still meet in a thin shadowed line, not one fused blob of lip.
+    seam_width = 0.012 * width[:, None, None] + 0.5 * pixel
+    seam = torch.exp(-(((ys - 0.5 * (y_up + y_low)) / seam_width) ** 2))
+    seam = 0.6 * seam * (1.0 - smoothstep(0.7, 1.0, xs.abs() / half[:, None, None]))
+    alpha = torch.maximum(alpha, seam)
 
     w = width[:, None, None]
     rel_x = xs / (0.5 * w)
@@ -71,7 +125,9 @@ def mouth_interior(
     shade = 1.0 - 0.45 * rel_x.clamp(-1, 1) ** 2
     tooth = 0.13 * w
     gaps = 1.0 - 0.35 * torch.exp(-(torch.sin(math.pi * xs / tooth) ** 2) / 0.015)
-    upper_teeth = smoothstep(-aa, aa, y_up + 0.11 * w - ys) * across
+    # Teeth show only once the lips part by a few pixels; the seam of closed lips is shadow.
+    parted = smoothstep(1.0 * pixel, 3.0 * pixel, gap)
+    upper_teeth = smoothstep(-aa, aa, y_up + 0.11 * w - ys) * across * parted
     lower_teeth = (
         smoothstep(-aa, aa, ys - (y_low - 0.05 * w))
         * narrow

@@ -24,11 +24,11 @@ from torch import nn
 
 from ..face import landmarks as fl
 from ..face.avatar import Avatar
-from ..face.expression_basis import FaceFrame, build_expression_basis
+from ..face.expression_basis import FaceFrame, build_expression_basis, lips_together
 from ..face.mesh import NUM_FACE_VERTICES
 from ..motion.space import EXPRESSION_NAMES, MOTION_DIM, POSE_NAMES, index_of
 from .eyes import eye_offsets
-from .mouth import mouth_interior, mouth_palette
+from .mouth import mouth_interior, mouth_palette, portrait_tone, without_mouth_interior
 from .warp_ops import pixel_grid, rotation_matrix, sample_at, take, window_index, window_origin
 
 __all__ = ["RendererConfig", "FaceRenderer", "to_uint8_frames"]
@@ -91,12 +91,14 @@ class FaceRenderer(nn.Module):
             dtype=np.float32,
         )
         self.face_width = face_width
-        image = torch.from_numpy(avatar.image).permute(2, 0, 1).float() / 255.0
+        portrait = without_mouth_interior(avatar.image, lm)
+        image = torch.from_numpy(portrait).permute(2, 0, 1).float() / 255.0
         mask = torch.from_numpy(avatar.person_mask)[None]
         self.register_buffer("layer", torch.cat([image, mask])[None])  # 1x4xSxS
         background = torch.from_numpy(avatar.background).permute(2, 0, 1).float() / 255.0
         self.register_buffer("background", background[None])
-        self.register_buffer("landmarks", torch.from_numpy(lm))
+        # Neutral motion means lips together, even on a photo taken mid-word.
+        self.register_buffer("landmarks", torch.from_numpy(lm + lips_together(lm)))
         self.register_buffer("basis", torch.from_numpy(build_expression_basis(lm)))
         self.register_buffer("pivot", torch.from_numpy(pivot))
         self.register_buffer("depth_weights", torch.tensor([1.0, 1.0, self.config.depth_scale]))
@@ -108,7 +110,8 @@ class FaceRenderer(nn.Module):
         self.register_buffer("field_points", pixel_grid(self.field_size, self.image_size))
         self.register_buffer("output_points", pixel_grid(self.image_size, self.image_size))
         self.register_buffer("iris_radius", torch.from_numpy(_iris_radii(lm)))
-        self.register_buffer("palette", mouth_palette(_skin_colour(avatar)))
+        tint, colour_share = portrait_tone(avatar.image)
+        self.register_buffer("palette", mouth_palette(_skin_colour(avatar), tint, colour_share))
         # Windows sized from the neutral face with room for a wide-open jaw and head scale.
         mouth_width = float(np.linalg.norm(lm[291, :2] - lm[61, :2]))
         self.mouth_window = min(self.image_size, int(np.ceil(mouth_width * 2.6 / 8) * 8))
