@@ -15,6 +15,7 @@ from ..errors import FaceTooSmallError, NoFaceError, NotAFaceError
 from ..paths import avatar_cache_dir, default_portrait_path
 from . import landmarks as fl
 from .avatar import Avatar, load_avatar, save_avatar
+from .face_check import FaceAssessment, assess_face
 from .image_io import load_portrait
 from .mesh import build_warp_mesh
 
@@ -37,8 +38,6 @@ class FaceEncoderConfig:
     crop_scale: float = 2.1
     # The least crop side the head needs (same unit), where the picture has no more room.
     min_crop_scale: float = 1.6
-    # Real faces (photos, paintings) score above 0.9; drawn cartoons near 0.6.
-    min_face_score: float = 0.8
     min_face_width_px: int = 40
     cache_dir: Path | None = None
     # Avatars kept on disk (a few MB each); the least recently used go first.
@@ -137,23 +136,28 @@ class FaceEncoder:
                 f"no face found in {name}; use a photo or painting in which one face is "
                 "clearly visible (frontal or three-quarter view, not too small)"
             )
-        confident = [f for f in faces if f.score >= self.config.min_face_score]
-        face = (confident or faces)[0]
         if len(faces) > 1:
             notes.append(f"found {len(faces)} faces; animating the largest")
         # Size first: a tiny real face also scores low, and 'too small' is the useful advice.
-        if face.width < self.config.min_face_width_px:
+        large = [f for f in faces if f.width >= self.config.min_face_width_px]
+        if not large:
             raise FaceTooSmallError(
-                f"the face in {name} is only {face.width:.0f} px wide; use a larger or closer "
+                f"the face in {name} is only {faces[0].width:.0f} px wide; use a larger or closer "
                 f"photo (at least {self.config.min_face_width_px} px, ideally 200 px or more)"
             )
-        if face.score < self.config.min_face_score:
-            raise NotAFaceError(
-                f"the face-like shape in {name} is not a recognisable human face "
-                f"(confidence {face.score:.2f} < {self.config.min_face_score}); facecast animates "
-                "human faces in photos and paintings, not animals or drawings"
-            )
-        return face
+        # The raw detector score flips with JPEG quality and scale (issue 13): the largest
+        # faces are assessed on a normalised crop instead, and the first human one is taken.
+        refused: list[FaceAssessment] = []
+        for face in large[:3]:
+            assessment = assess_face(rgb, face)
+            if assessment.is_human:
+                return face
+            refused.append(assessment)
+        raise NotAFaceError(
+            f"the face-like shape in {name} is not a recognisable human face "
+            f"({refused[0].reason}); facecast animates human faces in photos and "
+            "paintings, not animals or drawings"
+        )
 
 
 def _crop_square(
