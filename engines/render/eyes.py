@@ -80,14 +80,18 @@ def _one_eye(
     y_up, y_low = curves[:, 0], curves[:, 1]
     gap = (y_low - y_up).clamp(min=0.0)
 
-    shift = blink[:, None, None] * gap * 1.1
+    w = width[:, None, None]
+    # Closed, the lid edge lies a little past the lower lid so no white shows between.
+    shift = blink[:, None, None] * (gap + 0.03 * w)
     lid = y_up + shift
-    # The visible lid skin, from the crease down to the lashes, stretches over
-    # the eye; the lash line rides the lid edge and the crease stays put.
-    band = 0.22 * width[:, None, None]
-    ramp = ((ys - (y_up - band)) / (band + shift)).clamp(0.0, 1.0)
+    # The lash line and the lid margin above it slide down rigidly with the lid edge,
+    # so lashes stay lashes; only the skin between them and the brow-lid fold
+    # stretches, and over a band tall enough that it is not smeared into streaks.
+    lashes = 0.07 * w
+    band = 0.4 * w
+    stretch = ((ys - (y_up - band)) / (band - lashes + shift)).clamp(0.0, 1.0)
     below_lid = smoothstep(lid - 0.5 * pixel, lid + 0.5 * pixel, ys)
-    lid_pull = (shift * ramp * (1.0 - below_lid))[..., None]
+    lid_pull = (shift * stretch * (1.0 - below_lid))[..., None]
     offset = -lid_pull * ey[:, None, None, :]
 
     visible = below_lid * smoothstep(-0.5 * pixel, 0.5 * pixel, y_low - ys)
