@@ -10,6 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from engines.face.avatar import Avatar
 from engines.face.encoder import FaceEncoder, FaceEncoderConfig
@@ -17,6 +18,8 @@ from engines.face.expression_basis import lips_together
 from engines.face.landmarks import (
     LIPS_INNER_LOWER,
     LIPS_INNER_UPPER,
+    LIPS_OUTER_LOWER,
+    LIPS_OUTER_UPPER,
     detect_faces,
     inner_lip_gap,
 )
@@ -186,3 +189,44 @@ def test_the_mouth_keeps_a_monotone_portrait_monotone(
     cheeks = [traced[i, :2].astype(int) for i in (50, 280)]
     skin = np.mean([saturation[y - 4 : y + 5, x - 4 : x + 5].mean() for x, y in cheeks])
     assert saturation[inside > 0].mean() <= 1.3 * skin + 2.0, (saturation[inside > 0].mean(), skin)
+
+
+def _folded_share(renderer: FaceRenderer, avatar: Avatar, motion: np.ndarray) -> float:
+    """Share of the warp mesh's triangles (lips aside) that a motion turns over."""
+    lips = set(LIPS_INNER_UPPER + LIPS_INNER_LOWER + LIPS_OUTER_UPPER + LIPS_OUTER_LOWER)
+    triangles = np.array([t for t in avatar.mesh.triangles if not set(t.tolist()) & lips])
+
+    def signed_areas(points: np.ndarray) -> np.ndarray:
+        a, b, c = (points[triangles[:, i]] for i in range(3))
+        return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+
+    with torch.no_grad():
+        vertices, _ = renderer.mesh_vertices(torch.from_numpy(motion[None]))
+    before = signed_areas(renderer.source_xy.numpy())
+    return float(np.mean(np.sign(signed_areas(vertices[0].numpy())) != np.sign(before)))
+
+
+@pytest.fixture(scope="module")
+def cameraman(tmp_path_factory) -> Avatar:
+    """A three-quarter profile, grayscale: the hardest turn of the test portraits."""
+    skimage_data = pytest.importorskip("skimage.data")
+    grey = skimage_data.camera()
+    encoder = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path_factory.mktemp("cache")))
+    return encoder.encode(_png(np.repeat(grey[..., None], 3, axis=2)))
+
+
+@pytest.mark.parametrize(
+    "channel, angle",
+    [("headYaw", -0.35), ("headYaw", 0.35), ("headPitch", -0.25), ("headPitch", 0.25)],
+)
+def test_head_turns_do_not_fold_the_face(
+    builtin_renderer: FaceRenderer, cameraman: Avatar, channel: str, angle: float, tmp_path
+) -> None:
+    """Folded triangles are where the old renderer tore the turning cheek into a sawtooth.
+
+    What a turn really hides (the far side of a profile) may fold; the rest must not.
+    """
+    motion = _motion(**{channel: angle})
+    builtin = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path)).encode(None)
+    assert _folded_share(builtin_renderer, builtin, motion) < 0.03  # was up to 0.09
+    assert _folded_share(FaceRenderer(cameraman), cameraman, motion) < 0.09  # was up to 0.19

@@ -49,6 +49,10 @@ class RendererConfig:
     # A 2D warp cannot show what a turn hides, so depth is flattened: the far
     # cheek then compresses instead of folding over itself on large yaws.
     depth_scale: float = 0.6
+    # Share of the landmarks' own depth relief (nose, brows) kept beyond a smooth
+    # head surface: raw per-point depth is noisy near the silhouette, where it
+    # makes neighbouring points overtake each other and tear the turning cheek.
+    depth_detail: float = 0.5
 
 
 class FaceRenderer(nn.Module):
@@ -98,11 +102,19 @@ class FaceRenderer(nn.Module):
         background = torch.from_numpy(avatar.background).permute(2, 0, 1).float() / 255.0
         self.register_buffer("background", background[None])
         # Neutral motion means lips together, even on a photo taken mid-word.
-        self.register_buffer("landmarks", torch.from_numpy(lm + lips_together(lm)))
+        shaped = lm + lips_together(lm)
+        shaped[:, 2] = _smooth_depth(lm, self.config.depth_detail)
+        self.register_buffer("landmarks", torch.from_numpy(shaped))
+        # Head rings took the depth of the silhouette point they extend: keep them so.
+        anchors = mesh.vertices[NUM_FACE_VERTICES:].copy()
+        rim = list(fl.FACE_OVAL)
+        nearest = np.linalg.norm(anchors[:, None, :2] - lm[None, rim, :2], axis=-1).argmin(1)
+        moved = mesh.follow[NUM_FACE_VERTICES:] > 0
+        anchors[moved, 2] += (shaped[rim, 2] - lm[rim, 2])[nearest[moved]]
         self.register_buffer("basis", torch.from_numpy(build_expression_basis(lm)))
         self.register_buffer("pivot", torch.from_numpy(pivot))
         self.register_buffer("depth_weights", torch.tensor([1.0, 1.0, self.config.depth_scale]))
-        self.register_buffer("anchors", torch.from_numpy(mesh.vertices[NUM_FACE_VERTICES:]))
+        self.register_buffer("anchors", torch.from_numpy(anchors))
         self.register_buffer("anchor_follow", torch.from_numpy(mesh.follow[NUM_FACE_VERTICES:]))
         self.register_buffer("source_xy", torch.from_numpy(mesh.vertices[:, :2]))
         self.register_buffer("bind_vertices", torch.from_numpy(mesh.bind_vertices).long())
@@ -124,17 +136,8 @@ class FaceRenderer(nn.Module):
         """motion: float (B, D) -> RGB float (B, 3, S, S) in [0, 1]."""
         if motion.ndim != 2 or motion.shape[1] != MOTION_DIM:
             raise ValueError(f"motion must be (B, {MOTION_DIM}), got {tuple(motion.shape)}")
-        pose, expr = motion[:, _POSE], motion[:, _EXPR]
-        shaped = self.landmarks + torch.einsum("bk,kvc->bvc", expr, self.basis)  # Bx478x3
-        posed = self._apply_pose(shaped, pose)
-        anchors = self._apply_pose(self.anchors.expand(motion.shape[0], -1, -1), pose)
-        follow = self.anchor_follow[None, :, None]
-        anchors_xy = self.anchors[None, :, :2] + follow * (
-            anchors[..., :2] - self.anchors[None, :, :2]
-        )
-        vertices = torch.cat([posed[:, :NUM_FACE_VERTICES, :2], anchors_xy], 1)  # BxVx2
+        vertices, landmarks_out = self.mesh_vertices(motion)
         backward = self._backward_map(vertices - self.source_xy)  # BxRxRx2
-        landmarks_out = posed[..., :2]
         offsets = self._eye_offsets(landmarks_out, motion)
         backward = sample_at(
             backward.permute(0, 3, 1, 2), self.field_points + offsets, self.image_size
@@ -148,6 +151,20 @@ class FaceRenderer(nn.Module):
         rgb, alpha = layer[:, :3], layer[:, 3:]
         out = rgb * alpha + self.background * (1.0 - alpha)
         return self._paint_mouth(out, landmarks_out).clamp(0.0, 1.0)
+
+    def mesh_vertices(self, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where motion (B, D) puts the warp mesh's vertices (B, V, 2) and the 478
+        landmarks (B, 478, 2), in output pixels (the mesh's triangles: avatar.mesh)."""
+        pose, expr = motion[:, _POSE], motion[:, _EXPR]
+        shaped = self.landmarks + torch.einsum("bk,kvc->bvc", expr, self.basis)  # Bx478x3
+        posed = self._apply_pose(shaped, pose)
+        anchors = self._apply_pose(self.anchors.expand(motion.shape[0], -1, -1), pose)
+        follow = self.anchor_follow[None, :, None]
+        anchors_xy = self.anchors[None, :, :2] + follow * (
+            anchors[..., :2] - self.anchors[None, :, :2]
+        )
+        vertices = torch.cat([posed[:, :NUM_FACE_VERTICES, :2], anchors_xy], 1)
+        return vertices, posed[..., :2]
 
     def _eye_offsets(self, landmarks: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         """Lid and gaze offsets (B, R, R, 2), non-zero only in a window around each eye."""
@@ -213,6 +230,29 @@ class FaceRenderer(nn.Module):
 def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
     """float (B, 3, S, S) in [0, 1] -> uint8 (B, S, S, 3), rounded to nearest; on frames' device."""
     return (frames.permute(0, 2, 3, 1) * 255.0 + 0.5).to(torch.uint8)
+
+
+def _smooth_depth(landmarks: np.ndarray, detail: float) -> np.ndarray:
+    """Landmark depth as a smooth head surface plus `detail` of each point's own relief.
+
+    The surface is a quadratic in x, y fitted to the face landmarks; near the face
+    oval only the surface is kept, so the silhouette turns as one smooth edge.
+    """
+    face = landmarks[: fl.RIGHT_IRIS[0]].astype(np.float64)  # the mesh points, irises after
+    x, y = face[:, 0], face[:, 1]
+    scale = float(np.ptp(x)) or 1.0
+    u, v = (x - x.mean()) / scale, (y - y.mean()) / scale
+    design = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], 1)
+    coef, *_ = np.linalg.lstsq(design, face[:, 2], rcond=None)
+    px = (landmarks[:, 0] - x.mean()) / scale
+    py = (landmarks[:, 1] - y.mean()) / scale
+    surface = np.stack([np.ones_like(px), px, py, px * px, px * py, py * py], 1) @ coef
+    oval = landmarks[list(fl.FACE_OVAL), :2]
+    centre = oval.mean(0)
+    reach = np.linalg.norm(oval - centre, axis=1).mean()
+    inward = np.linalg.norm(landmarks[:, :2] - centre, axis=1) / reach
+    keep = detail * np.clip((0.9 - inward) / 0.3, 0.0, 1.0)
+    return (surface + keep * (landmarks[:, 2] - surface)).astype(np.float32)
 
 
 def _iris_radii(landmarks: np.ndarray) -> np.ndarray:
