@@ -16,10 +16,14 @@ from engines.face.avatar import Avatar
 from engines.face.encoder import FaceEncoder, FaceEncoderConfig
 from engines.face.expression_basis import lips_together
 from engines.face.landmarks import (
+    LEFT_EYE_LOWER,
+    LEFT_EYE_UPPER,
     LIPS_INNER_LOWER,
     LIPS_INNER_UPPER,
     LIPS_OUTER_LOWER,
     LIPS_OUTER_UPPER,
+    RIGHT_EYE_LOWER,
+    RIGHT_EYE_UPPER,
     detect_faces,
     inner_lip_gap,
 )
@@ -230,3 +234,31 @@ def test_head_turns_do_not_fold_the_face(
     builtin = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path)).encode(None)
     assert _folded_share(builtin_renderer, builtin, motion) < 0.03  # was up to 0.09
     assert _folded_share(FaceRenderer(cameraman), cameraman, motion) < 0.09  # was up to 0.19
+
+
+def _shut_lid_brightness(avatar: Avatar) -> float:
+    """Luminance inside the open eye's outline with both eyes shut, over the cheek's just
+    below the eye; the darker eye of the two."""
+    frame = FaceRenderer(avatar).render(_motion(eyeBlinkLeft=1.0, eyeBlinkRight=1.0))[0]
+    luma = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    ratios = []
+    for upper, lower in ((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER), (LEFT_EYE_UPPER, LEFT_EYE_LOWER)):
+        outline = avatar.landmarks[list(upper) + list(lower[::-1]), :2]
+        inside = np.zeros(luma.shape, np.uint8)
+        cv2.fillPoly(inside, [np.round(outline).astype(np.int32)], 1)
+        width = float(np.ptp(outline[:, 0]))
+        x0, x1 = int(outline[:, 0].min() + 0.2 * width), int(outline[:, 0].max() - 0.2 * width)
+        y = int(avatar.landmarks[list(lower), 1].max() + 0.45 * width)
+        cheek = luma[y - 2 : y + 3, x0:x1].mean()
+        ratios.append(luma[inside > 0].mean() / cheek)
+    return float(min(ratios))
+
+
+def test_a_shut_eye_is_lid_skin_not_a_dark_socket(builtin_renderer, tmp_path) -> None:
+    builtin = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path)).encode(None)
+    assert _shut_lid_brightness(builtin) > 0.5  # was 0.36: the painting's socket shadow
+    skimage_data = pytest.importorskip("skimage.data")
+    astronaut = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path)).encode(
+        _png(skimage_data.astronaut())
+    )
+    assert _shut_lid_brightness(astronaut) > 0.6  # was 0.5

@@ -72,7 +72,8 @@ def test_blink_covers_the_iris(renderer, avatar, eye, channel) -> None:
     disc = (xx + 0.5 - centre[0]) ** 2 + (yy + 0.5 - centre[1]) ** 2 < (0.7 * radius) ** 2
     open_eye = render_one(renderer)[disc].astype(float).mean(0)
     closed_eye = render_one(renderer, **{channel: 1.0})[disc].astype(float).mean(0)
-    skin_y = int(centre[1] - 3.0 * radius)
+    # The cheek below the eye: the socket's shadow above it is what a shut lid leaves.
+    skin_y = int(centre[1] + 3.0 * radius)
     skin = avatar.image[skin_y - 2 : skin_y + 3, int(centre[0]) - 2 : int(centre[0]) + 3]
     skin = skin.reshape(-1, 3).astype(float).mean(0)
     # The dark iris is replaced by lid skin: much closer to skin than the open eye was.

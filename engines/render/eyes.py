@@ -13,7 +13,7 @@ import torch
 from ..face import landmarks as fl
 from .warp_ops import curve_table, eval_curve_table, local_coords, smoothstep, take, to_frame
 
-__all__ = ["EYES", "eye_offsets"]
+__all__ = ["EYES", "eye_offsets", "lid_cover"]
 
 # (upper lid, lower lid, iris centre) per eye, right eye first; matches
 # the order of (eyeBlinkRight, eyeBlinkLeft) the renderer passes in.
@@ -52,6 +52,58 @@ def eye_offsets(
     )
 
 
+class _Lid:
+    """One eye's lid geometry at some points, in the eye's own frame (x along the eye)."""
+
+    def __init__(
+        self,
+        points: torch.Tensor,
+        landmarks: torch.Tensor,
+        upper: tuple[int, ...],
+        lower: tuple[int, ...],
+        blink: torch.Tensor,
+    ) -> None:
+        lid_up = take(landmarks, upper)  # Bx9x2
+        lid_low = take(landmarks, lower)
+        corner_a, corner_b = lid_up[:, 0], lid_up[:, -1]
+        origin = 0.5 * (corner_a + corner_b)
+        span = corner_b - corner_a
+        self.width = span.norm(dim=-1).clamp(min=1.0)  # B
+        self.ex = span / self.width[:, None]
+        self.ey = torch.stack([-self.ex[:, 1], self.ex[:, 0]], -1)
+        self.xs, self.ys = local_coords(points, origin, self.ex)
+        vx, vy = to_frame(torch.stack([lid_up, lid_low], 1), origin, self.ex)  # Bx2x9 each
+        half = 0.55 * self.width
+        table = curve_table(vx, vy, -half, half, _TABLE_STEPS)
+        curves = eval_curve_table(table, self.xs, -half, half)  # Bx2xhxw
+        self.y_up, self.y_low = curves[:, 0], curves[:, 1]
+        gap = (self.y_low - self.y_up).clamp(min=0.0)
+        w = self.width[:, None, None]
+        # Closed, the lid edge lies a little past the lower lid so no white shows between.
+        self.shift = blink[:, None, None] * (gap + 0.03 * w)
+        self.edge = self.y_up + self.shift
+        # The lash line and the lid margin above it slide down rigidly with the lid edge,
+        # so lashes stay lashes; only the skin between them and the brow-lid fold
+        # stretches, and over a band tall enough that it is not smeared into streaks.
+        self.lashes = 0.07 * w
+        self.band = 0.4 * w
+        self.blink = blink
+
+
+def lid_cover(
+    points: torch.Tensor, landmarks: torch.Tensor, blink: torch.Tensor, pixel: float, eye: int
+) -> torch.Tensor:
+    """Share (B, h, w) of each output point covered by lid skin that slid over the eye,
+    the lash line excluded: the renderer lifts it out of the socket's shadow."""
+    upper, lower, _ = EYES[eye]
+    lid = _Lid(points, landmarks, upper, lower, blink[:, eye])
+    over_eye = smoothstep(lid.y_up - lid.band, lid.y_up, lid.ys) * (
+        1.0 - smoothstep(lid.edge - 2.0 * lid.lashes, lid.edge - 0.5 * lid.lashes, lid.ys)
+    )
+    within = 1.0 - smoothstep(0.5, 1.0, lid.xs.abs() / (0.5 * lid.width[:, None, None]))
+    return over_eye * within * smoothstep(0.0, 0.6, lid.blink)[:, None, None]
+
+
 def _one_eye(
     points: torch.Tensor,
     landmarks: torch.Tensor,
@@ -63,40 +115,16 @@ def _one_eye(
     iris_radius: torch.Tensor,
     pixel: float,
 ) -> torch.Tensor:
-    lid_up = take(landmarks, upper)  # Bx9x2
-    lid_low = take(landmarks, lower)
-    corner_a, corner_b = lid_up[:, 0], lid_up[:, -1]
-    origin = 0.5 * (corner_a + corner_b)
-    span = corner_b - corner_a
-    width = span.norm(dim=-1).clamp(min=1.0)  # B
-    ex = span / width[:, None]
-    ey = torch.stack([-ex[:, 1], ex[:, 0]], -1)
-
-    xs, ys = local_coords(points, origin, ex)
-    vx, vy = to_frame(torch.stack([lid_up, lid_low], 1), origin, ex)  # Bx2x9 each
-    half = 0.55 * width
-    table = curve_table(vx, vy, -half, half, _TABLE_STEPS)
-    curves = eval_curve_table(table, xs, -half, half)  # Bx2xhxw
-    y_up, y_low = curves[:, 0], curves[:, 1]
-    gap = (y_low - y_up).clamp(min=0.0)
-
-    w = width[:, None, None]
-    # Closed, the lid edge lies a little past the lower lid so no white shows between.
-    shift = blink[:, None, None] * (gap + 0.03 * w)
-    lid = y_up + shift
-    # The lash line and the lid margin above it slide down rigidly with the lid edge,
-    # so lashes stay lashes; only the skin between them and the brow-lid fold
-    # stretches, and over a band tall enough that it is not smeared into streaks.
-    lashes = 0.07 * w
-    band = 0.4 * w
-    stretch = ((ys - (y_up - band)) / (band - lashes + shift)).clamp(0.0, 1.0)
-    below_lid = smoothstep(lid - 0.5 * pixel, lid + 0.5 * pixel, ys)
+    lid = _Lid(points, landmarks, upper, lower, blink)
+    ys, shift = lid.ys, lid.shift
+    stretch = ((ys - (lid.y_up - lid.band)) / (lid.band - lid.lashes + shift)).clamp(0.0, 1.0)
+    below_lid = smoothstep(lid.edge - 0.5 * pixel, lid.edge + 0.5 * pixel, ys)
     lid_pull = (shift * stretch * (1.0 - below_lid))[..., None]
-    offset = -lid_pull * ey[:, None, None, :]
+    offset = -lid_pull * lid.ey[:, None, None, :]
 
-    visible = below_lid * smoothstep(-0.5 * pixel, 0.5 * pixel, y_low - ys)
-    reach = _GAZE_REACH * width
-    travel = (torch.sin(gaze[:, :1]) * ex - torch.sin(gaze[:, 1:]) * ey) * reach[:, None]  # Bx2
+    visible = below_lid * smoothstep(-0.5 * pixel, 0.5 * pixel, lid.y_low - ys)
+    reach = _GAZE_REACH * lid.width
+    travel = (torch.sin(gaze[:, :1]) * lid.ex - torch.sin(gaze[:, 1:]) * lid.ey) * reach[:, None]
     centre = landmarks[:, iris, :] + travel
     dist = (points - centre[:, None, None, :]).norm(dim=-1)
     r = iris_radius[:, None, None]

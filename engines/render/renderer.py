@@ -27,7 +27,7 @@ from ..face.avatar import Avatar
 from ..face.expression_basis import FaceFrame, build_expression_basis, lips_together
 from ..face.mesh import NUM_FACE_VERTICES
 from ..motion.space import EXPRESSION_NAMES, MOTION_DIM, POSE_NAMES, index_of
-from .eyes import eye_offsets
+from .eyes import eye_offsets, lid_cover
 from .mouth import mouth_interior, mouth_palette, portrait_tone, without_mouth_interior
 from .warp_ops import pixel_grid, rotation_matrix, sample_at, take, window_index, window_origin
 
@@ -74,6 +74,8 @@ class FaceRenderer(nn.Module):
     output_points: torch.Tensor
     iris_radius: torch.Tensor  # 2
     palette: torch.Tensor
+    cheek: torch.Tensor  # 4: the cheeks' colour per unit luminance, then their luminance
+    luma_weights: torch.Tensor  # 1x3x1
 
     def __init__(self, avatar: Avatar, config: RendererConfig | None = None) -> None:
         super().__init__()
@@ -122,12 +124,16 @@ class FaceRenderer(nn.Module):
         self.register_buffer("field_points", pixel_grid(self.field_size, self.image_size))
         self.register_buffer("output_points", pixel_grid(self.image_size, self.image_size))
         self.register_buffer("iris_radius", torch.from_numpy(_iris_radii(lm)))
+        self.register_buffer("cheek", torch.from_numpy(_cheek_tone(avatar.image, lm)))
+        self.register_buffer("luma_weights", torch.tensor([0.299, 0.587, 0.114])[None, :, None])
         tint, colour_share = portrait_tone(avatar.image)
         self.register_buffer("palette", mouth_palette(_skin_colour(avatar), tint, colour_share))
         # Windows sized from the neutral face with room for a wide-open jaw and head scale.
         mouth_width = float(np.linalg.norm(lm[291, :2] - lm[61, :2]))
         self.mouth_window = min(self.image_size, int(np.ceil(mouth_width * 2.6 / 8) * 8))
         eye_width = float(np.linalg.norm(lm[263, :2] - lm[362, :2]))
+        # Output pixels around each eye that a shut lid can cover.
+        self.lid_window = min(self.image_size, int(np.ceil(eye_width * 1.6 / 8) * 8))
         self.eye_window = min(
             self.field_size, int(np.ceil(eye_width * 2.4 / (self.image_size / self.field_size)))
         )
@@ -150,7 +156,34 @@ class FaceRenderer(nn.Module):
         )
         rgb, alpha = layer[:, :3], layer[:, 3:]
         out = rgb * alpha + self.background * (1.0 - alpha)
+        out = self._lighten_lids(out, landmarks_out, take(motion, _BLINK))
         return self._paint_mouth(out, landmarks_out).clamp(0.0, 1.0)
+
+    def _lighten_lids(
+        self, frames: torch.Tensor, landmarks: torch.Tensor, blink: torch.Tensor
+    ) -> torch.Tensor:
+        """Lid skin over a shut eye, lifted towards the cheek's brightness where the
+        socket's shadow made it darker, in a window around each eye."""
+        b, s, side = frames.shape[0], self.image_size, self.lid_window
+        covers, indices = [], []
+        for eye, iris in enumerate((fl.RIGHT_IRIS[0], fl.LEFT_IRIS[0])):
+            origin = window_origin(landmarks[:, iris], side, s)
+            points = self.output_points[:, :side, :side] + origin[:, None, None, :]
+            covers.append(lid_cover(points, landmarks, blink, 1.0, eye).reshape(b, 1, -1))
+            indices.append(window_index(origin, side, s))
+        # Both windows in one write. Where they overlap (between close-set eyes) neither
+        # lid covers anything, so both carry the same unchanged pixels.
+        covered = torch.cat(covers, -1)
+        index = torch.cat(indices, -1)[:, None, :].expand(-1, 3, -1)
+        flat = frames.reshape(b, 3, s * s)
+        region = flat.gather(2, index)
+        luma = (region * self.luma_weights).sum(1, keepdim=True)
+        # Half the shortfall, added in the cheek's own colour: the lid keeps its
+        # modelling and grain, brighter skin and the lash line keep theirs, and
+        # brown shadow does not turn orange as under a gain.
+        short = (self.cheek[3] - luma).clamp(min=0.0)
+        lit = region + (0.5 * covered * short) * self.cheek[None, :3, None]
+        return flat.scatter(2, index, lit).view(b, 3, s, s)
 
     def mesh_vertices(self, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Where motion (B, D) puts the warp mesh's vertices (B, V, 2) and the 478
@@ -253,6 +286,24 @@ def _smooth_depth(landmarks: np.ndarray, detail: float) -> np.ndarray:
     inward = np.linalg.norm(landmarks[:, :2] - centre, axis=1) / reach
     keep = detail * np.clip((0.9 - inward) / 0.3, 0.0, 1.0)
     return (surface + keep * (landmarks[:, 2] - surface)).astype(np.float32)
+
+
+def _cheek_tone(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(r, g, b, y): the colour per unit luminance and the luminance in [0, 1] of the
+    cheeks just below the eyes, where the socket's shadow has ended."""
+    rgb = image.astype(np.float32) / 255.0
+    size = image.shape[0]
+    patches = []
+    for lower in (fl.RIGHT_EYE_LOWER, fl.LEFT_EYE_LOWER):
+        eye = landmarks[list(lower), :2]
+        width = float(np.ptp(eye[:, 0]))
+        x0, x1 = sorted(np.clip(eye[[2, -3], 0].astype(int), 0, size - 1))
+        y = int(np.clip(eye[:, 1].max() + 0.45 * width, 0, size - 1))
+        half = max(2, int(0.1 * width))
+        patches.append(rgb[max(0, y - half) : y + half + 1, x0 : x1 + 1].reshape(-1, 3))
+    colour = np.concatenate(patches).mean(0)
+    luma = float(colour @ np.array([0.299, 0.587, 0.114], np.float32))
+    return np.append(colour / max(luma, 1e-3), luma).astype(np.float32)
 
 
 def _iris_radii(landmarks: np.ndarray) -> np.ndarray:
