@@ -18,7 +18,14 @@ import numpy as np
 from ..motion.space import EXPRESSION_NAMES
 from . import landmarks as fl
 
-__all__ = ["FaceFrame", "face_frame", "build_expression_basis", "lips_together"]
+__all__ = [
+    "FaceFrame",
+    "face_frame",
+    "build_expression_basis",
+    "lips_together",
+    "UPPER_LIP_RINGS",
+    "LOWER_LIP_RINGS",
+]
 
 
 class FaceFrame:
@@ -49,7 +56,7 @@ def face_frame(landmarks: np.ndarray) -> FaceFrame:
     return FaceFrame(landmarks)
 
 
-def _smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
+def _smoothstep(lo: float | np.ndarray, hi: float | np.ndarray, x: np.ndarray) -> np.ndarray:
     t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
@@ -66,33 +73,93 @@ def _indices_mask(indices: tuple[int, ...], exclude: tuple[int, ...] = ()) -> np
 
 
 _CORNERS = (61, 291, 78, 308)
-_LOWER_LIP = _indices_mask(fl.LIPS_INNER_LOWER + fl.LIPS_OUTER_LOWER, _CORNERS)
-_UPPER_LIP = _indices_mask(fl.LIPS_INNER_UPPER + fl.LIPS_OUTER_UPPER, _CORNERS)
-_UPPER_INNER = _indices_mask(fl.LIPS_INNER_UPPER, _CORNERS)
-_LOWER_INNER = _indices_mask(fl.LIPS_INNER_LOWER, _CORNERS)
+# MediaPipe's lips are four contours plus two rings of points inside each lip
+# (the lip's body between its outer and inner contours). A basis that moves a
+# lip must move its rings with it: contours moving past still rings fold the
+# mesh's lip triangles.
+UPPER_LIP_RINGS = (
+    76, 184, 74, 73, 72, 11, 302, 303, 304, 408, 306,
+    62, 183, 42, 41, 38, 12, 268, 271, 272, 407, 292,
+)  # fmt: skip
+LOWER_LIP_RINGS = (77, 90, 180, 85, 16, 315, 404, 320, 307, 96, 89, 179, 86, 15, 316, 403, 319, 325)
+_UPPER_LIP = _indices_mask(fl.LIPS_INNER_UPPER + fl.LIPS_OUTER_UPPER + UPPER_LIP_RINGS, _CORNERS)
+_LOWER_LIP = _indices_mask(fl.LIPS_INNER_LOWER + fl.LIPS_OUTER_LOWER + LOWER_LIP_RINGS, _CORNERS)
 _CORNER_MASK = _indices_mask(_CORNERS)
+# How far the corners follow the jaw: where the upper and lower lip meet.
+_CORNER_FOLLOW = 0.45
+# The jaw's drop, in face units at coefficient 1, and the lift of the upper lip's middle.
+_JAW_DROP = 0.3
+_UPPER_LIFT = 0.02
+
+
+def _across(f: FaceFrame) -> np.ndarray:
+    """(478,) position across the mouth, -1 and +1 at the inner corners, clipped beyond.
+
+    Each side is scaled by its own corner, so a turned head (mouth centre off
+    the corners' midpoint) tapers both halves of the opening alike.
+    """
+    left, right = float(f.a[78]), float(f.a[308])
+    scale = np.where(f.a < 0, max(-left, 1e-3), max(right, 1e-3))
+    return np.clip(f.a / scale, -1.0, 1.0)
+
+
+def _past_corners(f: FaceFrame) -> np.ndarray:
+    """(478,) distance in face units beyond the outer corner on each side, 0 within."""
+    left, right = float(f.a[61]), float(f.a[291])
+    return np.maximum(np.maximum(left - f.a, f.a - right), 0.0)
+
+
+def _contour_b(f: FaceFrame, contour: tuple[int, ...]) -> np.ndarray:
+    """(478,) b of a lip contour at each landmark's a (the end values beyond the corners)."""
+    a, b = f.a[list(contour)], f.b[list(contour)]
+    order = np.argsort(a)
+    return np.interp(f.a, a[order], b[order])
 
 
 def _jaw_open(f: FaceFrame) -> np.ndarray:
-    # The mandible carries everything below the lip line; its hinge is near
-    # the ears, so the effect fades towards the sides of the face.
+    # Each lip moves as one body: all its points (contours and rings) at the same
+    # place across the mouth follow the jaw alike, so a lip keeps its thickness.
+    # The lower lip follows fully in the middle, the upper lip lifts a little
+    # there and follows near the corners; both reach _CORNER_FOLLOW at the
+    # corners, so the opening L - U = (1 - r^2)(1 + c r^2 + lift) tapers like a lens.
+    r = _across(f)
+    c, lift = _CORNER_FOLLOW, _UPPER_LIFT / _JAW_DROP
+    lower = 1.0 - (1.0 - c) * r**2
+    upper = c * r**4 - lift * (1.0 - r**2)
+    # Skin around the lips: the mandible carries everything below the lower lip
+    # (fading towards the hinge near the ears); above, the upper lip's motion
+    # fades out. Beyond the corners both sides meet on the lip line, and the
+    # corners' pull fades with the distance from them.
+    past = _past_corners(f)
     lateral = 1.0 - _smoothstep(0.7, 1.6, np.abs(f.a))
-    below = _smoothstep(-0.02, 0.12, f.b) * lateral
-    rel = f.a / max(f.mouth_half_width, 1e-3)
-    across = np.clip(1.0 - 0.5 * rel**2, 0.3, 1.0)
-    weight = np.where(_LOWER_LIP > 0, across, below)
-    weight = np.where(_CORNER_MASK > 0, 0.45, weight)
-    # The upper lip near the corners follows the jaw a little, so the opening
-    # tapers like a lens towards the corners instead of ending in a step.
-    upper_follow = 0.35 * np.clip(rel**4, 0.0, 1.0) * _UPPER_LIP
-    dv = 0.3 * (weight + upper_follow) - 0.02 * _UPPER_LIP * across
-    du = -0.04 * np.sign(f.a) * _CORNER_MASK
-    return np.stack([du, dv, 0.08 * weight])
+    fade = np.exp(-((past / 0.25) ** 2))
+    below = f.b - _contour_b(f, fl.LIPS_OUTER_LOWER)
+    above = _contour_b(f, fl.LIPS_OUTER_UPPER) - f.b
+    chin = lower * fade + (lateral - lower * fade) * _smoothstep(0.0, 0.15, below)
+    cheek = upper * fade * (1.0 - _smoothstep(0.0, 0.15, above))
+    line = f.b - 0.5 * (_contour_b(f, fl.LIPS_INNER_UPPER) + _contour_b(f, fl.LIPS_INNER_LOWER))
+    side = _smoothstep(-0.01 - 0.5 * past, 0.01 + 0.5 * past, line)
+    weight = cheek + (chin - cheek) * side
+    weight = np.where(_LOWER_LIP > 0, lower, np.where(_UPPER_LIP > 0, upper, weight))
+    weight = np.where(_CORNER_MASK > 0, c, weight)
+    # The mouth narrows as it opens: the lips contract towards the middle (the
+    # corners by 0.04), the skin around following less with distance.
+    near = np.exp(-((np.maximum(np.maximum(below, above), past) / 0.1) ** 2))
+    lips = np.maximum(_LOWER_LIP + _UPPER_LIP + _CORNER_MASK, 0.0) > 0
+    du = -0.04 * r * np.where(lips, 1.0, near)
+    return np.stack([du, _JAW_DROP * weight, 0.08 * np.maximum(weight, 0.0)])
+
+
+def _taper(f: FaceFrame) -> np.ndarray:
+    """(478,) 1 in the middle of the mouth, 0 at and beyond the corners: lens-shaped."""
+    return 1.0 - _across(f) ** 2
 
 
 def _mouth_close(f: FaceFrame) -> np.ndarray:
-    lips = _LOWER_LIP * np.clip(1.0 - 0.5 * (f.a / f.mouth_half_width) ** 2, 0.3, 1.0)
-    dv = -0.22 * lips + 0.03 * _UPPER_INNER
+    # Closes what jawOpen opens while the jaw stays down: the lips meet again,
+    # the corners (where they already meet) stay.
+    taper = _taper(f)
+    dv = (-0.22 * _LOWER_LIP + 0.03 * _UPPER_LIP) * taper
     return np.stack([np.zeros_like(dv), dv, np.zeros_like(dv)])
 
 
@@ -103,14 +170,14 @@ def _lip_region(f: FaceFrame) -> np.ndarray:
 def _funnel(f: FaceFrame) -> np.ndarray:
     w = _lip_region(f)
     du = -0.22 * f.a * w
-    dv = -0.05 * _UPPER_INNER + 0.07 * _LOWER_INNER
+    dv = (-0.05 * _UPPER_LIP + 0.07 * _LOWER_LIP) * _taper(f)
     return np.stack([du, dv, -0.12 * w])
 
 
 def _pucker(f: FaceFrame) -> np.ndarray:
     w = _lip_region(f)
     du = -0.3 * f.a * w
-    dv = 0.02 * _UPPER_LIP - 0.02 * _LOWER_LIP
+    dv = (0.02 * _UPPER_LIP - 0.02 * _LOWER_LIP) * _taper(f)
     return np.stack([du, dv, -0.18 * w])
 
 
@@ -135,12 +202,12 @@ def _press(f: FaceFrame, side: float) -> np.ndarray:
     w = _side(f, side)
     outer_up = _indices_mask(fl.LIPS_OUTER_UPPER, _CORNERS)
     outer_low = _indices_mask(fl.LIPS_OUTER_LOWER, _CORNERS)
-    dv = (0.035 * outer_up - 0.035 * outer_low) * w
+    dv = (0.035 * outer_up - 0.035 * outer_low) * w * _taper(f)
     return np.stack([np.zeros_like(dv), dv, np.zeros_like(dv)])
 
 
 def _upper_up(f: FaceFrame, side: float) -> np.ndarray:
-    dv = -0.09 * _UPPER_LIP * _side(f, side)
+    dv = -0.09 * _UPPER_LIP * _side(f, side) * np.sqrt(_taper(f))
     return np.stack([np.zeros_like(dv), dv, np.zeros_like(dv)])
 
 
