@@ -262,3 +262,32 @@ def test_a_shut_eye_is_lid_skin_not_a_dark_socket(builtin_renderer, tmp_path) ->
         _png(skimage_data.astronaut())
     )
     assert _shut_lid_brightness(astronaut) > 0.6  # was 0.5
+
+
+@pytest.mark.parametrize(
+    "channel, amount", [("headYaw", 0.3), ("headPitch", 0.2), ("headRoll", 0.15), ("headTx", 0.1)]
+)
+def test_the_head_moves_the_shoulders_stay_and_the_neck_bends(
+    builtin_renderer: FaceRenderer, channel: str, amount: float
+) -> None:
+    """Not one rigid cutout: how far each part of the picture moves, head to torso."""
+    with torch.no_grad():
+        vertices, _ = builtin_renderer.mesh_vertices(
+            torch.from_numpy(_motion(**{channel: amount})[None])
+        )
+        backward = builtin_renderer._backward_map(vertices - builtin_renderer.source_xy)[0]
+    moved = (backward - builtin_renderer.field_points[0]).norm(dim=-1).numpy()  # 256x256 px
+    lm = builtin_renderer.landmarks.numpy()
+    step = builtin_renderer.image_size / moved.shape[0]
+
+    def at(x: float, y: float) -> float:
+        return float(moved[int(y / step), int(x / step)])
+
+    forehead, chin = lm[10], lm[152]
+    face_height = float(chin[1] - forehead[1])
+    head = max(at(lm[1, 0], lm[1, 1]), at(forehead[0], forehead[1]))  # nose, or forehead (roll)
+    neck = at(chin[0], chin[1] + 0.25 * face_height)
+    shoulders = max(at(x, builtin_renderer.image_size - 8.0) for x in (60.0, 256.0, 450.0))
+    assert head > 6.0
+    assert shoulders < 1.0
+    assert shoulders < neck < head  # the neck between them bends
