@@ -544,7 +544,8 @@ def write_sheet(
             )
         lines.append(np.concatenate(tiles, axis=1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.ascontiguousarray(np.concatenate(lines)[:, :, ::-1]))
+    sheet = np.ascontiguousarray(np.concatenate(lines)[:, :, ::-1])
+    cv2.imwrite(str(path), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])  # committed: keep them small
 
 
 # ---- the run ---------------------------------------------------------------------------
