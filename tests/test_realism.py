@@ -291,3 +291,29 @@ def test_the_head_moves_the_shoulders_stay_and_the_neck_bends(
     assert head > 6.0
     assert shoulders < 1.0
     assert shoulders < neck < head  # the neck between them bends
+
+
+def _lash_line_darkness(avatar: Avatar) -> float:
+    """With both eyes shut: the darkest row near the lower lid line (where the shut lid's
+    edge lies), as the brightest pixel of that row over the cheek's luminance; the
+    lighter eye of the two. A lash line is dark along its whole length; a sliver of
+    the eye's white or a smeared edge is not."""
+    frame = FaceRenderer(avatar).render(_motion(eyeBlinkLeft=1.0, eyeBlinkRight=1.0))[0]
+    luma = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    eyes = []
+    for lower in (RIGHT_EYE_LOWER, LEFT_EYE_LOWER):
+        line = avatar.landmarks[list(lower[2:-2]), :2].astype(int)
+        width = float(np.ptp(avatar.landmarks[list(lower), 0]))
+        cheek_y = int(line[:, 1].max() + 0.45 * width)
+        cheek = luma[cheek_y - 2 : cheek_y + 3, line[0, 0] : line[-1, 0]].mean()
+        rows = [max(luma[y + dy, x] for x, y in line) for dy in range(-2, 4)]
+        eyes.append(float(min(rows)) / cheek)
+    return max(eyes)
+
+
+def test_a_shut_lid_ends_in_a_lash_line(tmp_path) -> None:
+    skimage_data = pytest.importorskip("skimage.data")
+    astronaut = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path)).encode(
+        _png(skimage_data.astronaut())
+    )
+    assert _lash_line_darkness(astronaut) < 0.5  # was 0.65: a pale smeared edge

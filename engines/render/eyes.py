@@ -92,16 +92,28 @@ class _Lid:
 
 def lid_cover(
     points: torch.Tensor, landmarks: torch.Tensor, blink: torch.Tensor, pixel: float, eye: int
-) -> torch.Tensor:
-    """Share (B, h, w) of each output point covered by lid skin that slid over the eye,
-    the lash line excluded: the renderer lifts it out of the socket's shadow."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a closing lid lies, at output points: (skin, lash), each (B, h, w) in [0, 1].
+
+    skin: lid skin that slid over the eye, the lash line excluded (the renderer lifts
+    it out of the socket's shadow). lash: a line along the lid edge, drawn over the
+    seam where the warp blends the lid into what lies below it (a bright sliver of
+    the eye's white otherwise); it fades in only as the lid nears the lower lid.
+    """
     upper, lower, _ = EYES[eye]
     lid = _Lid(points, landmarks, upper, lower, blink[:, eye])
     over_eye = smoothstep(lid.y_up - lid.band, lid.y_up, lid.ys) * (
         1.0 - smoothstep(lid.edge - 2.0 * lid.lashes, lid.edge - 0.5 * lid.lashes, lid.ys)
     )
-    within = 1.0 - smoothstep(0.5, 1.0, lid.xs.abs() / (0.5 * lid.width[:, None, None]))
-    return over_eye * within * smoothstep(0.0, 0.6, lid.blink)[:, None, None]
+    reach = lid.xs.abs() / (0.5 * lid.width[:, None, None])
+    within = 1.0 - smoothstep(0.5, 1.0, reach)
+    skin = over_eye * within * smoothstep(0.0, 0.6, lid.blink)[:, None, None]
+    # Thicker in the middle of the lid, thinning towards the corners, like a lash line.
+    thickness = (0.035 * lid.width[:, None, None] + 0.6 * pixel) * (1.0 - 0.6 * reach**2)
+    line = torch.exp(-(((lid.ys - lid.edge) / thickness.clamp(min=0.3 * pixel)) ** 2))
+    closing = smoothstep(0.6, 0.95, lid.blink)[:, None, None]
+    lash = line * (1.0 - smoothstep(0.8, 1.05, reach)) * closing
+    return skin, lash
 
 
 def _one_eye(

@@ -75,6 +75,7 @@ class FaceRenderer(nn.Module):
     iris_radius: torch.Tensor  # 2
     palette: torch.Tensor
     cheek: torch.Tensor  # 4: the cheeks' colour per unit luminance, then their luminance
+    lash_colour: torch.Tensor  # 3
     luma_weights: torch.Tensor  # 1x3x1
 
     def __init__(self, avatar: Avatar, config: RendererConfig | None = None) -> None:
@@ -125,6 +126,7 @@ class FaceRenderer(nn.Module):
         self.register_buffer("output_points", pixel_grid(self.image_size, self.image_size))
         self.register_buffer("iris_radius", torch.from_numpy(_iris_radii(lm)))
         self.register_buffer("cheek", torch.from_numpy(_cheek_tone(avatar.image, lm)))
+        self.register_buffer("lash_colour", torch.from_numpy(_lash_colour(avatar.image, lm)))
         self.register_buffer("luma_weights", torch.tensor([0.299, 0.587, 0.114])[None, :, None])
         tint, colour_share = portrait_tone(avatar.image)
         self.register_buffer("palette", mouth_palette(_skin_colour(avatar), tint, colour_share))
@@ -165,11 +167,13 @@ class FaceRenderer(nn.Module):
         """Lid skin over a shut eye, lifted towards the cheek's brightness where the
         socket's shadow made it darker, in a window around each eye."""
         b, s, side = frames.shape[0], self.image_size, self.lid_window
-        covers, indices = [], []
+        covers, lashes, indices = [], [], []
         for eye, iris in enumerate((fl.RIGHT_IRIS[0], fl.LEFT_IRIS[0])):
             origin = window_origin(landmarks[:, iris], side, s)
             points = self.output_points[:, :side, :side] + origin[:, None, None, :]
-            covers.append(lid_cover(points, landmarks, blink, 1.0, eye).reshape(b, 1, -1))
+            skin, lash = lid_cover(points, landmarks, blink, 1.0, eye)
+            covers.append(skin.reshape(b, 1, -1))
+            lashes.append(lash.reshape(b, 1, -1))
             indices.append(window_index(origin, side, s))
         # Both windows in one write. Where they overlap (between close-set eyes) neither
         # lid covers anything, so both carry the same unchanged pixels.
@@ -183,6 +187,7 @@ class FaceRenderer(nn.Module):
         # brown shadow does not turn orange as under a gain.
         short = (self.cheek[3] - luma).clamp(min=0.0)
         lit = region + (0.5 * covered * short) * self.cheek[None, :3, None]
+        lit = torch.lerp(lit, self.lash_colour[None, :, None], torch.cat(lashes, -1))
         return flat.scatter(2, index, lit).view(b, 3, s, s)
 
     def mesh_vertices(self, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,6 +309,20 @@ def _cheek_tone(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     colour = np.concatenate(patches).mean(0)
     luma = float(colour @ np.array([0.299, 0.587, 0.114], np.float32))
     return np.append(colour / max(luma, 1e-3), luma).astype(np.float32)
+
+
+def _lash_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The portrait's own lash line: the darker pixels along both upper lid contours."""
+    size = image.shape[0]
+    samples = []
+    for upper in (fl.RIGHT_EYE_UPPER, fl.LEFT_EYE_UPPER):
+        for x, y in landmarks[list(upper[1:-1]), :2].astype(int):
+            x, y = int(np.clip(x, 1, size - 2)), int(np.clip(y, 2, size - 2))
+            samples.append(image[y - 2 : y + 2, x - 1 : x + 2].reshape(-1, 3))
+    pixels = np.concatenate(samples).astype(np.float32) / 255.0
+    luma = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+    dark = pixels[luma <= np.percentile(luma, 25)]
+    return dark.mean(0).astype(np.float32)
 
 
 def _iris_radii(landmarks: np.ndarray) -> np.ndarray:
