@@ -14,7 +14,7 @@ import pytest
 
 from engines.face import landmarks as fl
 from engines.face.encoder import FaceEncoder, FaceEncoderConfig
-from engines.motion.space import index_of, neutral_motion
+from engines.motion.space import motion_from_dict, neutral_motion
 from engines.render.renderer import FaceRenderer
 from tests.portraits import landmarks_of
 
@@ -32,10 +32,7 @@ def renderer(encoder: FaceEncoder) -> FaceRenderer:
 
 
 def _motion(**channels: float) -> np.ndarray:
-    motion = neutral_motion()
-    for name, value in channels.items():
-        motion[index_of(name)] = value
-    return motion
+    return motion_from_dict(channels)
 
 
 def _render(renderer: FaceRenderer, **channels: float) -> tuple[np.ndarray, np.ndarray]:

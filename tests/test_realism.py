@@ -27,7 +27,7 @@ from engines.face.landmarks import (
     detect_faces,
     inner_lip_gap,
 )
-from engines.motion.space import index_of, neutral_motion
+from engines.motion.space import motion_from_dict, neutral_motion
 from engines.render.renderer import FaceRenderer
 from tests.portraits import landmarks_of, mouth_gap, portrait_path, streak_fraction
 
@@ -135,10 +135,7 @@ def builtin_renderer(tmp_path_factory) -> FaceRenderer:
 
 
 def _motion(**channels: float) -> np.ndarray:
-    motion = neutral_motion()
-    for name, value in channels.items():
-        motion[index_of(name)] = value
-    return motion
+    return motion_from_dict(channels)
 
 
 @pytest.fixture(scope="module", params=[0.35, 0.7], ids=["parted", "wide_open"])
