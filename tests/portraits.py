@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from engines.face import landmarks as fl
+from engines.face.image_io import LUMA_WEIGHTS
 from engines.paths import default_portrait_path
 
 SHARED_PORTRAITS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "portraits"
@@ -33,20 +35,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
 
 
-def streak_fraction(rgb: np.ndarray, min_run: int = 12) -> float:
-    """Share of the frame made of replicated-edge streaks.
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An RGB uint8 image (H, W, 3) as PNG file bytes, as an upload would arrive."""
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    assert ok
+    return data.tobytes()
 
-    A streak pixel lies in a run, starting at the frame's edge and at least
-    `min_run` long, along which the image does not change (within one grey
-    level) while it does change across the run: the signature of edge pixels
-    repeated outward. A flat background is constant both ways and is not counted.
-    """
-    grey = rgb.astype(np.float32).mean(-1) if rgb.ndim == 3 else rgb.astype(np.float32)
-    total = 0
-    for view in (grey, grey[:, ::-1], grey.T, grey.T[:, ::-1]):  # the edge at column 0
-        flat_along = np.abs(np.diff(view, axis=1)) <= 1.0
-        run = np.cumprod(flat_along, axis=1).sum(1)  # per row: constant length from the edge
-        varies_across = np.abs(np.diff(view[:, :min_run], axis=0)).mean(1) > 2.0
-        streaky = (run[:-1] >= min_run) & varies_across
-        total += int(run[:-1][streaky].sum())
-    return total / grey.size
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """float32 (H, W) Rec. 601 luminance of an RGB image, in its own levels."""
+    return rgb.astype(np.float32) @ LUMA_WEIGHTS
+
+
+def signed_areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """points (..., V, 2), triangles (M, 3) -> signed areas (..., M) in square pixels."""
+    a, b, c = (points[..., triangles[:, k], :] for k in range(3))
+    ab, ac = b - a, c - a
+    return 0.5 * (ab[..., 0] * ac[..., 1] - ab[..., 1] * ac[..., 0])

@@ -23,7 +23,7 @@ from engines.face import landmarks as fl
 from engines.face.avatar import Avatar
 from engines.face.encoder import FaceEncoder, FaceEncoderConfig
 from engines.face.face_check import FaceAssessment, FaceCheckConfig, assess_face, format_below
-from tests.portraits import portrait_path
+from tests.portraits import png_bytes, portrait_path
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image is in the `test` extra")
 
@@ -144,12 +144,6 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> FaceEncoder:
     return FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path_factory.mktemp("avatars")))
 
 
-def _png(rgb: np.ndarray) -> bytes:
-    data = io.BytesIO()
-    Image.fromarray(rgb).save(data, "PNG")
-    return data.getvalue()
-
-
 def _assess(rgb: np.ndarray) -> FaceAssessment | None:
     """The decision on the largest detected face, None if no face is detected at all."""
     faces = fl.detect_faces(rgb)
@@ -193,7 +187,7 @@ def test_animals_and_drawings_are_refused_under_every_transformation(
 def test_real_faces_encode(
     encoder: FaceEncoder, images: dict[str, np.ndarray], subject: str, transform: str
 ) -> None:
-    avatar = encoder.encode(_png(TRANSFORMS[transform](images[subject])))
+    avatar = encoder.encode(png_bytes(TRANSFORMS[transform](images[subject])))
     assert isinstance(avatar, Avatar) and avatar.landmarks.shape == (478, 3)
 
 
@@ -203,7 +197,7 @@ def test_refusals_say_so_with_consistent_numbers(
     encoder: FaceEncoder, images: dict[str, np.ndarray], subject: str, transform: str
 ) -> None:
     with pytest.raises((NotAFaceError, NoFaceError), match="face") as refused:
-        encoder.encode(_png(TRANSFORMS[transform](images[subject])))
+        encoder.encode(png_bytes(TRANSFORMS[transform](images[subject])))
     if isinstance(refused.value, NotAFaceError):
         _assert_refusal_reads_consistently(str(refused.value))
 
@@ -215,7 +209,7 @@ def test_non_faces_are_never_accepted(
     for transform in ("as-is", "jpeg80", "double", "crop-top-left"):
         # The rocket's crop holds a 25 px face-like blob: refused for size first, as ever.
         with pytest.raises((NotAFaceError, NoFaceError, FaceTooSmallError)):
-            encoder.encode(_png(TRANSFORMS[transform](images[subject])))
+            encoder.encode(png_bytes(TRANSFORMS[transform](images[subject])))
 
 
 def test_refusal_at_the_threshold_never_prints_equal_numbers() -> None:

@@ -7,7 +7,6 @@ skin from beside the lip. Every check reads the posed mesh or the rendered frame
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,7 +17,7 @@ from engines.face.encoder import FaceEncoder, FaceEncoderConfig
 from engines.face.expression_basis import LOWER_LIP_RINGS, UPPER_LIP_RINGS
 from engines.motion.space import index_of, neutral_motion
 from engines.render.renderer import FaceRenderer
-from tests.portraits import mouth_gap
+from tests.portraits import mouth_gap, png_bytes, signed_areas
 
 _CORNERS = {61, 291, 78, 308}
 _UPPER = set(fl.LIPS_INNER_UPPER + fl.LIPS_OUTER_UPPER + UPPER_LIP_RINGS) - _CORNERS
@@ -35,26 +34,13 @@ _WITH = (
 )
 
 
-def _png(rgb: np.ndarray) -> bytes:
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    assert ok
-    return encoded.tobytes()
-
-
 @pytest.fixture(scope="module", params=["built-in", "astronaut"])
 def face(request, tmp_path_factory) -> tuple[FaceRenderer, np.ndarray]:
     """(renderer, mesh triangles (M, 3)) of a closed-mouth portrait and a smiling one
     with parted lips (the astronaut), which neutral closes (lips_together)."""
     encoder = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path_factory.mktemp("avatars")))
-    avatar = encoder.encode(None if request.param == "built-in" else _png(data.astronaut()))
+    avatar = encoder.encode(None if request.param == "built-in" else png_bytes(data.astronaut()))
     return FaceRenderer(avatar), avatar.mesh.triangles
-
-
-def _signed_areas(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """points (..., V, 2), triangles (M, 3) -> signed areas (..., M) in square pixels."""
-    a, b, c = (points[..., triangles[:, k], :] for k in range(3))
-    ab, ac = b - a, c - a
-    return 0.5 * (ab[..., 0] * ac[..., 1] - ab[..., 1] * ac[..., 0])
 
 
 def _lip_triangles(triangles: np.ndarray) -> np.ndarray:
@@ -85,10 +71,10 @@ def _motions(extra: dict[str, float]) -> np.ndarray:
 def test_opening_the_jaw_folds_no_lip_triangle(face, extra: dict[str, float]) -> None:
     renderer, triangles = face
     lips = _lip_triangles(triangles)
-    source = _signed_areas(renderer.source_xy.numpy(), triangles)[lips]
+    source = signed_areas(renderer.source_xy.numpy(), triangles)[lips]
     with torch.no_grad():
         vertices, _ = renderer.mesh_vertices(torch.from_numpy(_motions(extra)))
-    ratio = _signed_areas(vertices.numpy(), triangles)[:, lips] / source  # TxM
+    ratio = signed_areas(vertices.numpy(), triangles)[:, lips] / source  # TxM
     flipped = (ratio <= 0).sum(1)
     assert not flipped.any(), f"lip triangles folded per jawOpen {_JAWS}: {flipped.tolist()}"
     # Stretched or squeezed, never to a sliver: 0.5-3.2 on these faces, down to 0.13

@@ -17,8 +17,7 @@ from engines.face.encoder import FaceEncoder, FaceEncoderConfig
 from engines.motion.space import motion_from_dict, neutral_motion
 from engines.render.renderer import FaceRenderer
 from tests.portraits import landmarks_of
-
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+from tests.portraits import luma as luminance
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +60,7 @@ def _gaps(profile: np.ndarray) -> list[int]:
 @pytest.mark.parametrize("jaw", [0.6, 1.0])
 def test_upper_teeth_are_separate_teeth_narrowing_to_the_corners(renderer, jaw: float) -> None:
     frame, lm = _render(renderer, jawOpen=jaw)
-    luma = frame.astype(np.float32) @ _LUMA
+    luma = luminance(frame)
     x0, x1 = lm[78, 0], lm[308, 0]
     width = x1 - x0
     top, bottom = lm[13, 1], lm[14, 1]
@@ -109,7 +108,7 @@ def test_lower_teeth_show_once_the_jaw_drops(renderer) -> None:
 
 def test_the_cavity_is_darkest_deep_in_its_middle(renderer) -> None:
     frame, lm = _render(renderer, jawOpen=1.0)
-    luma = frame.astype(np.float32) @ _LUMA
+    luma = luminance(frame)
     top, bottom = lm[13, 1], lm[14, 1]
     column = luma[int(top) : int(bottom) + 1, int(round(0.5 * (lm[13, 0] + lm[14, 0])))]
     darkest = np.nonzero(column <= column.min() + 3.0)[0]

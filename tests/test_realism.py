@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.bench_realism import streak_fraction
 from engines.face.avatar import Avatar
 from engines.face.encoder import FaceEncoder, FaceEncoderConfig
 from engines.face.expression_basis import lips_together
@@ -29,13 +30,14 @@ from engines.face.landmarks import (
 )
 from engines.motion.space import motion_from_dict, neutral_motion
 from engines.render.renderer import FaceRenderer
-from tests.portraits import landmarks_of, mouth_gap, portrait_path, streak_fraction
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
-    assert ok
-    return data.tobytes()
+from tests.portraits import (
+    landmarks_of,
+    luma,
+    mouth_gap,
+    png_bytes,
+    portrait_path,
+    signed_areas,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def awkward_avatars(
     crops = _awkward_crops(painting, face_box)
     grey = cv2.cvtColor(crops["face_fills_picture"], cv2.COLOR_RGB2GRAY)
     crops["grey_face_fills_picture"] = np.repeat(grey[..., None], 3, axis=2)
-    return {name: (rgb, encoder.encode(_png(rgb))) for name, rgb in crops.items()}
+    return {name: (rgb, encoder.encode(png_bytes(rgb))) for name, rgb in crops.items()}
 
 
 def test_streak_detector_sees_replicated_edges(painting: np.ndarray) -> None:
@@ -143,7 +145,7 @@ def open_mouthed_source(request, builtin_renderer: FaceRenderer, tmp_path_factor
     """A portrait taken mid-word: the built-in one rendered with the jaw open."""
     frame = builtin_renderer.render(_motion(jawOpen=request.param))[0]
     encoder = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path_factory.mktemp("cache")))
-    avatar = encoder.encode(_png(frame))
+    avatar = encoder.encode(png_bytes(frame))
     assert inner_lip_gap(avatar.landmarks) > 0.025  # the source really is open
     return avatar
 
@@ -179,7 +181,8 @@ def _toned(painting: np.ndarray, tone: str) -> np.ndarray:
 def test_the_mouth_keeps_a_monotone_portrait_monotone(
     painting: np.ndarray, tone: str, tmp_path
 ) -> None:
-    avatar = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path)).encode(_png(_toned(painting, tone)))
+    encoder = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path))
+    avatar = encoder.encode(png_bytes(_toned(painting, tone)))
     frame = FaceRenderer(avatar).render(_motion(jawOpen=0.7))[0]
     traced = landmarks_of(frame)
     inside = np.zeros(frame.shape[:2], np.uint8)
@@ -196,15 +199,11 @@ def _folded_share(renderer: FaceRenderer, avatar: Avatar, motion: np.ndarray) ->
     """Share of the warp mesh's triangles (lips aside) that a motion turns over."""
     lips = set(LIPS_INNER_UPPER + LIPS_INNER_LOWER + LIPS_OUTER_UPPER + LIPS_OUTER_LOWER)
     triangles = np.array([t for t in avatar.mesh.triangles if not set(t.tolist()) & lips])
-
-    def signed_areas(points: np.ndarray) -> np.ndarray:
-        a, b, c = (points[triangles[:, i]] for i in range(3))
-        return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-
     with torch.no_grad():
         vertices, _ = renderer.mesh_vertices(torch.from_numpy(motion[None]))
-    before = signed_areas(renderer.source_xy.numpy())
-    return float(np.mean(np.sign(signed_areas(vertices[0].numpy())) != np.sign(before)))
+    before = signed_areas(renderer.source_xy.numpy(), triangles)
+    after = signed_areas(vertices[0].numpy(), triangles)
+    return float(np.mean(np.sign(after) != np.sign(before)))
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +212,7 @@ def cameraman(tmp_path_factory) -> Avatar:
     skimage_data = pytest.importorskip("skimage.data")
     grey = skimage_data.camera()
     encoder = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path_factory.mktemp("cache")))
-    return encoder.encode(_png(np.repeat(grey[..., None], 3, axis=2)))
+    return encoder.encode(png_bytes(np.repeat(grey[..., None], 3, axis=2)))
 
 
 @pytest.mark.parametrize(
@@ -237,17 +236,17 @@ def _shut_lid_brightness(avatar: Avatar) -> float:
     """Luminance inside the open eye's outline with both eyes shut, over the cheek's just
     below the eye; the darker eye of the two."""
     frame = FaceRenderer(avatar).render(_motion(eyeBlinkLeft=1.0, eyeBlinkRight=1.0))[0]
-    luma = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    brightness = luma(frame)
     ratios = []
     for upper, lower in ((RIGHT_EYE_UPPER, RIGHT_EYE_LOWER), (LEFT_EYE_UPPER, LEFT_EYE_LOWER)):
         outline = avatar.landmarks[list(upper) + list(lower[::-1]), :2]
-        inside = np.zeros(luma.shape, np.uint8)
+        inside = np.zeros(brightness.shape, np.uint8)
         cv2.fillPoly(inside, [np.round(outline).astype(np.int32)], 1)
         width = float(np.ptp(outline[:, 0]))
         x0, x1 = int(outline[:, 0].min() + 0.2 * width), int(outline[:, 0].max() - 0.2 * width)
         y = int(avatar.landmarks[list(lower), 1].max() + 0.45 * width)
-        cheek = luma[y - 2 : y + 3, x0:x1].mean()
-        ratios.append(luma[inside > 0].mean() / cheek)
+        cheek = brightness[y - 2 : y + 3, x0:x1].mean()
+        ratios.append(brightness[inside > 0].mean() / cheek)
     return float(min(ratios))
 
 
@@ -256,7 +255,7 @@ def test_a_shut_eye_is_lid_skin_not_a_dark_socket(builtin_renderer, tmp_path) ->
     assert _shut_lid_brightness(builtin) > 0.5  # was 0.36: the painting's socket shadow
     skimage_data = pytest.importorskip("skimage.data")
     astronaut = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path)).encode(
-        _png(skimage_data.astronaut())
+        png_bytes(skimage_data.astronaut())
     )
     assert _shut_lid_brightness(astronaut) > 0.6  # was 0.5
 
@@ -296,14 +295,14 @@ def _lash_line_darkness(avatar: Avatar) -> float:
     lighter eye of the two. A lash line is dark along its whole length; a sliver of
     the eye's white or a smeared edge is not."""
     frame = FaceRenderer(avatar).render(_motion(eyeBlinkLeft=1.0, eyeBlinkRight=1.0))[0]
-    luma = frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    brightness = luma(frame)
     eyes = []
     for lower in (RIGHT_EYE_LOWER, LEFT_EYE_LOWER):
         line = avatar.landmarks[list(lower[2:-2]), :2].astype(int)
         width = float(np.ptp(avatar.landmarks[list(lower), 0]))
         cheek_y = int(line[:, 1].max() + 0.45 * width)
-        cheek = luma[cheek_y - 2 : cheek_y + 3, line[0, 0] : line[-1, 0]].mean()
-        rows = [max(luma[y + dy, x] for x, y in line) for dy in range(-2, 4)]
+        cheek = brightness[cheek_y - 2 : cheek_y + 3, line[0, 0] : line[-1, 0]].mean()
+        rows = [max(brightness[y + dy, x] for x, y in line) for dy in range(-2, 4)]
         eyes.append(float(min(rows)) / cheek)
     return max(eyes)
 
@@ -311,6 +310,6 @@ def _lash_line_darkness(avatar: Avatar) -> float:
 def test_a_shut_lid_ends_in_a_lash_line(tmp_path) -> None:
     skimage_data = pytest.importorskip("skimage.data")
     astronaut = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path)).encode(
-        _png(skimage_data.astronaut())
+        png_bytes(skimage_data.astronaut())
     )
     assert _lash_line_darkness(astronaut) < 0.5  # was 0.65: a pale smeared edge

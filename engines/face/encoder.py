@@ -16,7 +16,7 @@ from ..paths import avatar_cache_dir, default_portrait_path
 from . import landmarks as fl
 from .avatar import Avatar, load_avatar, save_avatar
 from .face_check import FaceAssessment, assess_face
-from .image_io import load_portrait
+from .image_io import LUMA_WEIGHTS, load_portrait
 from .mesh import build_warp_mesh
 
 __all__ = [
@@ -230,7 +230,7 @@ def _fill_outside(crop: np.ndarray, inside: np.ndarray) -> np.ndarray:
     mirrored = cv2.GaussianBlur(image, (0, 0), 2.5)
     smooth = cv2.GaussianBlur(_push_pull(image, valid), (0, 0), 3.0)
     filled = mirrored * (1.0 - far) + smooth * far
-    luma = image @ np.array([0.299, 0.587, 0.114], np.float32)
+    luma = image @ LUMA_WEIGHTS
     residual = luma - cv2.GaussianBlur(luma, (0, 0), 1.0)
     grain_sigma = 1.4826 * float(np.median(np.abs(residual[valid > 0]))) if valid.any() else 0.0
     # Seeded: the same portrait always makes the same avatar (and cache key).

@@ -33,10 +33,13 @@ __all__ = [
     "MAX_PIXELS",
     "MAX_JPEG_PIXELS",
     "DEFAULT_BACKGROUND",
+    "LUMA_WEIGHTS",
 ]
 
 logger = logging.getLogger(__name__)
 
+# Rec. 601 luminance of RGB: what "brightness" means wherever a portrait is measured.
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
 MIN_SIDE = 64  # below this on the shorter side there is no room for a usable face
 # Declared width * height above which we refuse to decode. A portrait needs about
 # 2048 px on its long side; JPEG decodes at 1/2-1/8 scale (draft), so a 64 MP phone

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..face import landmarks as fl
+from ..face.image_io import LUMA_WEIGHTS
 from .warp_ops import curve_table, eval_curve_table, local_coords, smoothstep, take, to_frame
 
 __all__ = ["mouth_palette", "mouth_interior", "portrait_tone", "without_mouth_interior"]
@@ -37,7 +38,6 @@ _SMOOTH_TAPS = 7
 _INCISOR_OF_FACE = 0.12
 # The dental arch seen from the front: tooth widths shrink as sqrt(1 - x / (ARCH x incisor)).
 _ARCH = 3.0
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def without_mouth_interior(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -66,7 +66,7 @@ def portrait_tone(image: np.ndarray) -> tuple[torch.Tensor, float]:
     departs from that by 20-60 % of its luma (share 1).
     """
     rgb = image.reshape(-1, 3).astype(np.float32) / 255.0
-    luma = rgb @ _LUMA
+    luma = rgb @ LUMA_WEIGHTS
     lit = luma > 0.04
     if not lit.any():
         return torch.ones(3), 0.0
@@ -91,7 +91,7 @@ def mouth_palette(
     tongue = torch.tensor([0.5, 0.24, 0.2]) * (0.55 + lum)
     palette = torch.stack([teeth, cavity, tongue])
     if tint is not None:
-        toned = (palette @ torch.from_numpy(_LUMA))[:, None] * tint[None, :]
+        toned = (palette @ torch.from_numpy(LUMA_WEIGHTS))[:, None] * tint[None, :]
         palette = torch.lerp(toned, palette, colour_share)
     return palette.clamp(0.0, 1.0)
 

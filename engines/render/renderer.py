@@ -25,6 +25,7 @@ from torch import nn
 from ..face import landmarks as fl
 from ..face.avatar import Avatar
 from ..face.expression_basis import FaceFrame, build_expression_basis, lips_together
+from ..face.image_io import LUMA_WEIGHTS
 from ..face.mesh import NUM_FACE_VERTICES
 from ..motion.space import EXPRESSION_NAMES, MOTION_DIM, POSE_NAMES, index_of
 from .eyes import eye_offsets, lid_cover
@@ -127,7 +128,7 @@ class FaceRenderer(nn.Module):
         self.register_buffer("iris_radius", torch.from_numpy(_iris_radii(lm)))
         self.register_buffer("cheek", torch.from_numpy(_cheek_tone(avatar.image, lm)))
         self.register_buffer("lash_colour", torch.from_numpy(_lash_colour(avatar.image, lm)))
-        self.register_buffer("luma_weights", torch.tensor([0.299, 0.587, 0.114])[None, :, None])
+        self.register_buffer("luma_weights", torch.from_numpy(LUMA_WEIGHTS)[None, :, None])
         tint, colour_share = portrait_tone(avatar.image)
         self.register_buffer("palette", mouth_palette(_skin_colour(avatar), tint, colour_share))
         # Windows sized from the neutral face with room for a wide-open jaw and head scale.
@@ -307,7 +308,7 @@ def _cheek_tone(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         half = max(2, int(0.1 * width))
         patches.append(rgb[max(0, y - half) : y + half + 1, x0 : x1 + 1].reshape(-1, 3))
     colour = np.concatenate(patches).mean(0)
-    luma = float(colour @ np.array([0.299, 0.587, 0.114], np.float32))
+    luma = float(colour @ LUMA_WEIGHTS)
     return np.append(colour / max(luma, 1e-3), luma).astype(np.float32)
 
 
@@ -320,7 +321,7 @@ def _lash_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
             x, y = int(np.clip(x, 1, size - 2)), int(np.clip(y, 2, size - 2))
             samples.append(image[y - 2 : y + 2, x - 1 : x + 2].reshape(-1, 3))
     pixels = np.concatenate(samples).astype(np.float32) / 255.0
-    luma = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+    luma = pixels @ LUMA_WEIGHTS
     dark = pixels[luma <= np.percentile(luma, 25)]
     return dark.mean(0).astype(np.float32)
 
