@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--log-every", type=int, default=100, help="print the loss every N steps")
     train.add_argument(
+        "--init", type=Path, help="start from this checkpoint's weights (same model sizes)"
+    )
+    train.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    train.add_argument(
         "-o",
         "--output",
         type=Path,
@@ -125,6 +129,8 @@ def _train(args: argparse.Namespace) -> None:
         "corpus_size": args.corpus_size,
         "seed": args.seed,
         "save_every": args.save_every,
+        "init_checkpoint": None if args.init is None else str(args.init),
+        "lr": args.lr,
     }
     config = dataclasses.replace(
         TrainConfig(), **{k: v for k, v in overrides.items() if v is not None}

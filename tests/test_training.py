@@ -156,3 +156,24 @@ def test_cli_train_writes_a_checkpoint(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "step 4/5 loss" in result.stdout and str(out) in result.stdout
     load_checkpoint(out)
+
+
+@needs_flite
+def test_warm_start_begins_from_the_checkpoint_weights(tiny_run, tmp_path: Path) -> None:
+    """--init: after one warm-up step the weights are the checkpoint's, not fresh ones."""
+    one = TrainConfig(**{**TINY.__dict__, "steps": 1, "seed": 5})
+    warm = TrainConfig(**{**one.__dict__, "init_checkpoint": str(tiny_run.checkpoint)})
+    start = load_checkpoint(tiny_run.checkpoint)[1].state_dict()
+    for run_config, close in ((warm, True), (one, False)):
+        out = train(run_config, tmp_path / "out.safetensors").checkpoint
+        weights = load_checkpoint(out)[1].state_dict()
+        gap = max(float((weights[k] - start[k]).abs().max()) for k in start)
+        assert (gap < 1e-3) is close, gap
+
+
+def test_warm_start_refuses_another_model_size(tmp_path: Path) -> None:
+    encoder, denoiser = _modules()
+    path = save_checkpoint(tmp_path / "small.safetensors", encoder, denoiser, _normalizer(), SMALL)
+    config = TrainConfig(**{**TINY.__dict__, "steps": 1, "init_checkpoint": str(path)})
+    with pytest.raises(CheckpointError, match="model config"):
+        train(config, tmp_path / "out.safetensors")

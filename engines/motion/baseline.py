@@ -17,8 +17,9 @@ Per frame:
 - head: Ornstein-Uhlenbeck sway on yaw/pitch/roll (larger while talking),
   pitch nods on energy onsets, brows on pitch peaks and emphasis, breathing
   on headTy.
-- eyes: a seeded blink process with a refractory period (more likely at the
-  end of an utterance) and gaze fixations with small saccades.
+- eyes: a seeded blink process with a refractory period, paced by the speech
+  (a higher rate while speaking, often a blink just after an utterance ends),
+  and gaze fixations with small saccades.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ..types import AudioChunk, AudioFeatures, MotionWindow
 from . import space as ms
 from .source import MotionSource, settled
 
-__all__ = ["BaselineConfig", "BlinkProcess", "ProceduralMotionSource"]
+__all__ = ["BaselineConfig", "BlinkProcess", "ProceduralMotionSource", "SpeechGate"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class BaselineConfig:
     breath_period_s: float = 4.0
     # Blinks.
     blink_refractory_s: float = 1.8
-    blink_mean_extra_s: float = 1.8  # exponential part of the interval, after the refractory
+    blink_mean_extra_s: float = 2.4  # exponential part of the interval while listening
+    blink_speech_rate_gain: float = 0.55  # speaking shortens that part by this factor
     blink_duration_s: tuple[float, float] = (0.15, 0.25)
     blink_close_share: float = 0.35  # close fast, open slower
     blink_at_utterance_end: float = 0.5  # probability of an extra-early blink at an utterance end
@@ -122,7 +124,14 @@ def _blink_curve(elapsed: float, close_s: float, hold_s: float, open_s: float) -
 
 
 class BlinkProcess:
-    """Seeded blinks: a refractory period, then an exponential wait; closure per frame.
+    """Seeded blinks paced by the speech: a refractory period, then a hazard that is
+    higher while speaking than while listening, and often a blink just after an
+    utterance ends; closure per frame.
+
+    The wait after the refractory period is an exponential amount of hazard, used up
+    at the speaking or the listening rate, so the blink times follow the speech:
+    the same seed under different audio blinks at different times (Bentivoglio et
+    al. 1997: ~26 blinks a minute in conversation, ~17 at rest).
 
     Draws from a generator the caller owns, so the baseline's one random stream
     keeps its order. The learned source lays it over its own eyelids: few-step
@@ -137,20 +146,24 @@ class BlinkProcess:
         self._rng = rng
         self._start_s = -math.inf
         self._shape = (0.05, 0.0, 0.1)  # close, hold, open seconds
-        self._next_s = float(
-            rng.uniform(0.3, 1.0) * config.blink_refractory_s
-            + rng.exponential(config.blink_mean_extra_s)
-        )
+        # Seconds of listening-rate hazard left before the next blink; the first blink
+        # comes sooner than a full interval.
+        self._refractory_until = float(rng.uniform(0.3, 1.0) * config.blink_refractory_s)
+        self._hazard = float(rng.exponential(1.0))
+        self._early_s = math.inf
 
-    def step(self, now: float, utterance_ended: bool = False) -> float:
-        """Closure 0..1 at time `now` (seconds, non-decreasing between calls)."""
+    def step(self, now: float, utterance_ended: bool = False, speaking: bool = False) -> float:
+        """Closure 0..1 at time `now` (seconds, advancing by one frame between calls)."""
         c = self.config
         close_s, hold_s, open_s = self._shape
         blinking = now - self._start_s < close_s + hold_s + open_s
         recovered = now - self._start_s > c.blink_refractory_s
         if utterance_ended and recovered and self._rng.random() < c.blink_at_utterance_end:
-            self._next_s = min(self._next_s, now + self._rng.uniform(0.05, 0.3))
-        if not blinking and now >= self._next_s:
+            self._early_s = now + self._rng.uniform(0.05, 0.3)
+        if now >= self._refractory_until:
+            mean_wait = c.blink_mean_extra_s * (c.blink_speech_rate_gain if speaking else 1.0)
+            self._hazard -= self._dt / mean_wait
+        if not blinking and (self._hazard <= 0.0 or now >= self._early_s):
             duration = self._rng.uniform(*c.blink_duration_s)
             # Hold closed for a frame so the closed point is never skipped by sampling.
             self._shape = (
@@ -159,8 +172,45 @@ class BlinkProcess:
                 (1.0 - c.blink_close_share) * duration,
             )
             self._start_s = now
-            self._next_s = now + c.blink_refractory_s + self._rng.exponential(c.blink_mean_extra_s)
+            self._refractory_until = now + c.blink_refractory_s
+            self._hazard = float(self._rng.exponential(1.0))
+            self._early_s = math.inf
         return _blink_curve(now - self._start_s, *self._shape)
+
+
+class SpeechGate:
+    """Is anyone speaking, and how loud: rms_db per frame against an adaptive noise floor
+    and a decaying speech peak. step() -> (gate 0..1, level 0..1, did an utterance end)."""
+
+    def __init__(self, config: BaselineConfig, fps: float) -> None:
+        self.config = config
+        self._dt = 1.0 / fps
+        self._floor_db = config.floor_min_db
+        self._peak_db = config.floor_min_db + config.gate_margin_db + config.level_range_db
+        self._since_active_s = math.inf
+
+    @property
+    def in_utterance(self) -> bool:
+        """Speech now, or a pause shorter than utterance_hold_s inside it."""
+        return self._since_active_s < self.config.utterance_hold_s
+
+    def step(self, rms: float) -> tuple[float, float, bool]:
+        c, dt = self.config, self._dt
+        # Noise floor: follows dips within ~0.3 s, creeps up slowly under speech.
+        if rms < self._floor_db:
+            self._floor_db = _smooth(self._floor_db, rms, dt, 0.3)
+        else:
+            self._floor_db = min(rms, self._floor_db + c.floor_rise_db_per_s * dt)
+        self._floor_db = max(self._floor_db, c.floor_min_db)
+        # Speech peak: jumps up, decays slowly, so level is relative to the speaker's loudness.
+        peak_min = self._floor_db + c.gate_margin_db + 0.5 * c.level_range_db
+        self._peak_db = max(rms, self._peak_db - c.peak_decay_db_per_s * dt, peak_min)
+        gate = float(np.clip((rms - self._floor_db - c.gate_margin_db) / 6.0, 0.0, 1.0))
+        relative = (rms - self._peak_db + c.level_range_db) / c.level_range_db
+        level = gate * float(np.clip(relative, 0.0, 1.0))
+        was_in_utterance = self.in_utterance
+        self._since_active_s = 0.0 if gate > 0.5 else self._since_active_s + dt
+        return gate, level, was_in_utterance and not self.in_utterance
 
 
 class ProceduralMotionSource:
@@ -181,10 +231,7 @@ class ProceduralMotionSource:
         self._rng = np.random.default_rng(self.seed)
         self._next_pts = 0
         self._frame_index = 0  # frames produced since reset: the clock of every process
-        # Speech detection.
-        self._floor_db = c.floor_min_db
-        self._peak_db = c.floor_min_db + c.gate_margin_db + c.level_range_db
-        self._since_active_s = math.inf
+        self._speech = SpeechGate(c, self.fps)
         self._level_slow = 0.0
         self._talk = 0.0  # slow speech activity that scales sway and gaze
         # Mouth.
@@ -244,34 +291,19 @@ class ProceduralMotionSource:
         gate, level, utterance_ended = self._update_speech(audio)
         self._write_mouth(audio, gate, level, out)
         self._write_head(audio, level, now, out)
-        blink = self._blinks.step(now, utterance_ended)
+        blink = self._blinks.step(now, utterance_ended, self._in_utterance())
         out[_CHANNELS["eyeBlinkLeft"]] = out[_CHANNELS["eyeBlinkRight"]] = blink
         out[[_CHANNELS["gazeYaw"], _CHANNELS["gazePitch"]]] = self._update_gaze(now)
         self._frame_index += 1
 
     def _update_speech(self, audio: _Audio) -> tuple[float, float, bool]:
         """Returns (gate 0..1: is this speech, level 0..1: how loud, did an utterance just end)."""
-        c, dt, rms = self.config, self._dt, audio.rms_db
-        # Noise floor: follows dips within ~0.3 s, creeps up slowly under speech.
-        if rms < self._floor_db:
-            self._floor_db = _smooth(self._floor_db, rms, dt, 0.3)
-        else:
-            self._floor_db = min(rms, self._floor_db + c.floor_rise_db_per_s * dt)
-        self._floor_db = max(self._floor_db, c.floor_min_db)
-        # Speech peak: jumps up, decays slowly, so level is relative to the speaker's loudness.
-        peak_min = self._floor_db + c.gate_margin_db + 0.5 * c.level_range_db
-        self._peak_db = max(rms, self._peak_db - c.peak_decay_db_per_s * dt, peak_min)
-        gate = float(np.clip((rms - self._floor_db - c.gate_margin_db) / 6.0, 0.0, 1.0))
-        relative = (rms - self._peak_db + c.level_range_db) / c.level_range_db
-        level = gate * float(np.clip(relative, 0.0, 1.0))
-        was_in_utterance = self._since_active_s < c.utterance_hold_s
-        self._since_active_s = 0.0 if gate > 0.5 else self._since_active_s + dt
-        ended = was_in_utterance and self._since_active_s >= c.utterance_hold_s
-        self._talk = _smooth(self._talk, float(gate > 0.5), dt, 0.8)
+        gate, level, ended = self._speech.step(audio.rms_db)
+        self._talk = _smooth(self._talk, float(gate > 0.5), self._dt, 0.8)
         return gate, level, ended
 
     def _in_utterance(self) -> bool:
-        return self._since_active_s < self.config.utterance_hold_s
+        return self._speech.in_utterance
 
     def _write_mouth(self, audio: _Audio, gate: float, level: float, out: np.ndarray) -> None:
         c = self.config

@@ -18,9 +18,11 @@ at -80 dBFS goes under the audio before its features.
 
 Blinks: few-step sampling averages a rare, short event like a blink onset
 away (alone the live sampler blinks about 10 times a minute in silence, half a
-person's rate; bench_motion measures it), so the seeded BlinkProcess of the
-baseline closes the lids over the sampled motion too; the model's own lid
-movement (its blinks, squints, emotion) stays where it is larger.
+person's rate; bench_motion measures it), so the baseline's BlinkProcess closes
+the lids over the sampled motion too, paced by a SpeechGate over the same
+feature rows: more blinks while speaking, often one just after an utterance
+ends, so the blink times follow the audio and not only the seed. The model's
+own lid movement (its blinks, squints, emotion) stays where it is larger.
 
 Latency (algorithmic): the features' 40 ms look-ahead + the encoder's one
 model frame + (heard_frames - 1) model frames, + one model frame when the
@@ -41,12 +43,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio.features import AudioFeatureExtractor
+from ..audio.features import FEATURE_NAMES, AudioFeatureExtractor
 from ..backends.registry import BackendConfig, motion_stages
 from ..paths import DEFAULT_CHECKPOINT
 from ..types import AudioChunk, AudioFeatures, MotionWindow
 from . import space as ms
-from .baseline import BlinkProcess
+from .baseline import BlinkProcess, SpeechGate
 from .checkpoint import load_motion_model
 from .config import MotionConfig
 from .model import MotionModel, MotionSampler
@@ -64,6 +66,7 @@ _SMOOTHED = [
     for i, name in enumerate(ms.MOTION_NAMES)
     if name not in ms.MOUTH_CHANNELS and i not in _BLINKS
 ]
+_RMS = FEATURE_NAMES.index("rms_db")
 _DITHER = 1e-4  # -80 dBFS: under any real recording's noise floor, over digital zero
 
 
@@ -143,6 +146,7 @@ class LearnedMotion(MotionSource):
         self._blinks = BlinkProcess(
             self.config.baseline, self.model_fps, np.random.default_rng([self._seed, 1])
         )
+        self._speech = SpeechGate(self.config.baseline, self.model_fps)
         self._dither = np.random.default_rng([self._seed, 2])
         self._smoother = OneEuroFilter(self.model_fps)
 
@@ -173,9 +177,15 @@ class LearnedMotion(MotionSource):
             frame[_SMOOTHED] = self._smoother(frame[_SMOOTHED] / std) * std
 
     def _lay_blinks(self, motion: np.ndarray, first: int) -> None:
-        """Close the lids over motion (N, D) of model frames first.. where a blink is due."""
+        """Close the lids over motion (N, D) of model frames first.. where a blink is due,
+        paced by whether the speaker talks (their rows' loudness)."""
+        rms = self._rows[first - self._rows_start : first - self._rows_start + len(motion), _RMS]
         for row, frame in enumerate(motion):
-            closure = self._blinks.step((first + row) / self.model_fps)
+            loudness = float(rms[row]) if row < len(rms) else -100.0
+            _, _, ended = self._speech.step(loudness)
+            closure = self._blinks.step(
+                (first + row) / self.model_fps, ended, self._speech.in_utterance
+            )
             frame[_BLINKS] = np.maximum(frame[_BLINKS], closure)
 
     @torch.inference_mode()

@@ -1,13 +1,13 @@
 """Training targets for the learned motion model: one motion-space sequence per utterance.
 
 Mouth channels come from the phone timings (visemes.phone_targets: coarticulated
-visemes, lips closed on p/b/m, rounding on w/uw/ow). Every other channel (head sway
-and nods, brows, blinks, gaze, breathing) comes from the procedural baseline run on
-the same audio, which ties them to prosody (energy onsets, pitch peaks, pauses) with
-seeded randomness. So the sampler learns the lips from phonetics and the rest from
-the prosody cues it will hear at run time, and different seeds give different but
-plausible head motion for the same speech: the diversity the diffusion model is
-meant to capture.
+visemes, lips closed on p/b/m, rounding on w/uw/ow). Head rotation, breathing, brows
+and blinks come from the utterance's visual prosody (prosody.prosody_targets: nods
+and brow raises at pitch accents, a posture per phrase, settling at phrase ends,
+calmer listening, blinks paced by the speech), so the sampler learns them from the
+prosody cues it will hear at run time, and the seed only draws their directions
+and sizes. Gaze and the remaining channels come from the procedural baseline run
+on the same audio (seeded fixations and saccades).
 
 Alignment: feature row k and target frame k both describe time k / fps, so a
 training pair (features[k], motion[k]) needs no shift; the run-time look-ahead is
@@ -25,11 +25,13 @@ from ..audio.features import AudioFeatureConfig, AudioFeatureExtractor
 from ..motion import space as ms
 from ..motion.baseline import BaselineConfig, ProceduralMotionSource
 from ..types import AudioChunk
+from .prosody import PROSODY_CHANNELS, ProsodyConfig, prosody_targets
 from .visemes import MOUTH_CHANNELS, Phone, VisemeConfig, phone_targets
 
 __all__ = ["TrainingExample", "pad_with_silence", "utterance_targets"]
 
 _MOUTH_INDEX = np.array([ms.index_of(name) for name in MOUTH_CHANNELS])
+_PROSODY_INDEX = np.array([ms.index_of(name) for name in PROSODY_CHANNELS])
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ def utterance_targets(
     features_config: AudioFeatureConfig | None = None,
     baseline_config: BaselineConfig | None = None,
     viseme_config: VisemeConfig | None = None,
+    prosody_config: ProsodyConfig | None = None,
 ) -> TrainingExample:
     """Audio features and motion targets for one utterance.
 
@@ -99,6 +102,8 @@ def utterance_targets(
     features = np.concatenate([head.values, tail.values]).astype(np.float32)
     source = ProceduralMotionSource(baseline_config or BaselineConfig(), fps, seed=seed)
     motion = np.concatenate([source.step(head).values, source.step(tail).values]).astype(np.float32)
+    prosody = prosody_targets(phones, features, fps, seed, prosody_config, baseline_config)
+    motion[:, _PROSODY_INDEX] = prosody[:, _PROSODY_INDEX]
     mouth = phone_targets(phones, fps, viseme_config, num_frames=len(features))
     motion[:, _MOUTH_INDEX] = mouth[:, _MOUTH_INDEX]
     return TrainingExample(features, ms.clip_motion(motion), fps)

@@ -63,6 +63,7 @@ __all__ = [
     "VISEME_TARGETS",
     "PHONES",
     "MOUTH_CHANNELS",
+    "is_vowel",
     "parse_arpabet",
     "phone_targets",
 ]
@@ -261,6 +262,11 @@ def phone_targets(
     motion = ms.neutral_motion(num_frames)
     motion[:, _MOTION_INDEX] = num / den[:, _CHANNEL_GROUP]
     return ms.clip_motion(motion)
+
+
+def is_vowel(symbol: str) -> bool:
+    """Whether a parsed ARPAbet symbol (parse_arpabet) is a vowel: a syllable's nucleus."""
+    return symbol in _VOWELS
 
 
 def _validate(phones: Sequence[Phone]) -> list[tuple[str, float, float]]:
