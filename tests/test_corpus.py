@@ -13,6 +13,7 @@ from engines.audio import speech
 from engines.training import corpus
 from engines.training.aligned_speech import ESPEAK_TRAIN_VOICES
 from engines.training.corpus import (
+    AugmentConfig,
     CorpusConfig,
     SynthesisError,
     augment,
@@ -21,7 +22,12 @@ from engines.training.corpus import (
     make_sentences,
     synthesize,
 )
-from engines.training.visemes import PHONES
+from engines.training.festival_speech import (
+    FESTIVAL_HELD_OUT_VOICES,
+    FESTIVAL_TRAIN_VOICES,
+    festival_voices,
+)
+from engines.training.visemes import PHONES, parse_arpabet
 
 HAS_FLITE = shutil.which("flite") is not None
 needs_flite = pytest.mark.skipif(
@@ -207,9 +213,48 @@ def test_build_and_load_round_trip_is_deterministic(tmp_path: Path) -> None:
         assert item.phones[0].start_s == 0.0
         assert abs(item.phones[-1].end_s - len(item.samples) / item.sample_rate) < 1e-3
         voice = item.meta["voice"]
-        assert voice in corpus.TRAIN_VOICES or voice in ESPEAK_TRAIN_VOICES, voice
-        if voice in corpus.TRAIN_VOICES:
+        assert voice in (*corpus.TRAIN_VOICES, *ESPEAK_TRAIN_VOICES, *FESTIVAL_TRAIN_VOICES)
+        if voice in corpus.TRAIN_VOICES or voice in FESTIVAL_TRAIN_VOICES:
             assert 0.8 <= item.meta["stretch"] <= 1.25
         else:
             assert 140 <= item.meta["words_per_minute"] <= 210
         assert 15.0 <= item.meta["snr_db"] <= 40.0 and np.abs(item.samples).max() <= 0.91
+
+
+HAS_FESTIVAL = shutil.which("festival") is not None
+HAS_TOOLS = (
+    HAS_FLITE and HAS_FESTIVAL and bool(shutil.which("sox")) and bool(shutil.which("ffmpeg"))
+)
+
+
+@pytest.mark.skipif(not HAS_TOOLS, reason="needs flite, festival, sox and ffmpeg (.ci/install)")
+def test_corpus_with_festival_and_augmentations_is_deterministic(tmp_path: Path) -> None:
+    every = AugmentConfig(
+        share=1.0, tempo_probability=0.7, pitch_probability=0.5, band_probability=0.5
+    )
+    config = CorpusConfig(espeak_share=0.0, festival_share=0.5, augmentation=every)
+    if not set(config.festival_voices) & set(festival_voices()):
+        pytest.skip("no training festival voice is installed (apt-get install festvox-kdlpc16k)")
+    first = build_corpus(tmp_path / "a", count=6, seed=2, config=config)
+    second = build_corpus(tmp_path / "b", count=6, seed=2, config=config)
+    assert first.read_bytes() == second.read_bytes()
+    for i in range(1, 7):
+        name = f"utt_{i:05d}.wav"
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    items = list(load_corpus(first))
+    voices = {str(item.meta["voice"]) for item in items}
+    assert any(v.startswith("festival:") for v in voices) and voices - set(FESTIVAL_HELD_OUT_VOICES)
+    applied = [item.meta["augment"] for item in items]
+    assert all(isinstance(a, dict) for a in applied)
+    assert any("tempo" in a for a in applied) and any("codec" in a for a in applied)  # type: ignore[operator]
+    for item in items:
+        assert all(parse_arpabet(p.symbol) == p.symbol for p in item.phones)
+        assert item.phones[0].start_s == 0.0
+        assert item.phones[-1].end_s == pytest.approx(len(item.samples) / RATE, abs=1e-3)
+
+
+def test_held_out_voices_stay_out_of_the_default_config() -> None:
+    config = CorpusConfig()
+    assert "slt" not in config.voices
+    assert not set(FESTIVAL_HELD_OUT_VOICES) & set(config.festival_voices)
+    assert config.festival_share > 0 and config.augmentation.share > 0

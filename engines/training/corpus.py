@@ -35,9 +35,25 @@ the corpus through engines.training.aligned_speech, whose phones come from pocke
 forced alignment (espeak-ng does not report its segment times on the command
 line). A share of utterances (CorpusConfig.espeak_share) uses them.
 
+festival voices (engines.training.festival_speech; festival, like flite, reports
+the segment times it synthesized from) speak another share
+(CorpusConfig.festival_share), split evenly between the installed voices of
+CorpusConfig.festival_voices, with the same stretch and pitch-ratio draws as
+flite (a voice that ignores the pitch target records pitch_hz None).
+
+A share of utterances (CorpusConfig.augmentation.share) also gets the
+transforms real recordings need (engines.training.augment): sox tempo (phone
+times scaled with it) and pitch before the room and noise, then EQ, a
+telephone or 8 kHz band limit and an MP3 or Opus round trip, all
+sample-aligned. The record's "augment" field lists what was applied.
+
 Held out of training by default, for evaluation on voices the model never
-heard: flite's slt (the only female flite voice) and
-aligned_speech.ESPEAK_HELD_OUT_VOICES.
+heard: flite's slt (the only female flite voice),
+aligned_speech.ESPEAK_HELD_OUT_VOICES and
+festival_speech.FESTIVAL_HELD_OUT_VOICES (festival's cmu_us_slt_arctic_hts: the
+same speaker as flite's slt from another synthesizer, so it stays out too).
+The training festival voices are FESTIVAL_TRAIN_VOICES where installed:
+ked_diphone (festvox-kdlpc16k) and kal_diphone (festvox-kallpc16k).
 """
 
 from __future__ import annotations
@@ -45,7 +61,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +71,20 @@ from scipy.signal import fftconvolve, resample_poly
 from ..audio.speech import available_voices, run_engine
 from ..errors import SynthesisError
 from .aligned_speech import ESPEAK_TRAIN_VOICES, AlignedSpeech, iter_recordings, synthesize_espeak
+from .augment import AugmentConfig, augment_channel, augment_speaker
+from .festival_speech import (
+    FESTIVAL_TRAIN_VOICES,
+    FestivalSpeech,
+    festival_voices,
+    synthesize_festival,
+)
 from .phone_align import PhoneAligner
 from .visemes import Phone, parse_arpabet
 
 # fmt: off
 __all__ = [
-    "SynthesisError", "CorpusConfig", "SynthUtterance", "Augmented", "CorpusItem", "VOICES",
+    "SynthesisError", "CorpusConfig", "AugmentConfig", "SynthUtterance", "Augmented",
+    "CorpusItem", "VOICES",
     "TRAIN_VOICES", "flite_voices", "make_sentences", "synthesize", "augment", "build_corpus",
     "load_corpus",
 ]
@@ -88,6 +112,8 @@ class CorpusConfig:
     espeak_share: float = 0.35  # of utterances spoken by espeak-ng instead of flite
     espeak_wpm_range: tuple[float, float] = (140.0, 210.0)
     espeak_pitch_range: tuple[float, float] = (35.0, 65.0)
+    festival_voices: tuple[str, ...] = FESTIVAL_TRAIN_VOICES  # used where installed
+    festival_share: float = 0.2  # of utterances spoken by festival
     stretch_range: tuple[float, float] = (0.8, 1.25)  # flite duration_stretch; > 1 is slower
     pitch_ratio_range: tuple[float, float] = (0.85, 1.2)  # times the voice's own mean f0
     snr_db_range: tuple[float, float] = (15.0, 40.0)
@@ -96,6 +122,7 @@ class CorpusConfig:
     rt60_s_range: tuple[float, float] = (0.15, 0.6)
     drr_db_range: tuple[float, float] = (0.0, 10.0)  # direct-to-reverberant energy ratio
     sample_rate: int = 16000
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass(frozen=True)
@@ -354,15 +381,17 @@ def build_corpus(
     voices = [v for v in c.voices if v in flite_voices()]
     if not voices:
         raise SynthesisError(f"none of the voices {c.voices} is installed; flite -lv lists them")
+    festival = _festival_voices(c)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "manifest.jsonl"
     aligner = PhoneAligner(c.sample_rate) if (c.espeak_share > 0 or recordings) else None
+    speakers = _Speakers(voices, festival, aligner)
     with manifest.open("w", encoding="utf-8") as out:
         for i, text in enumerate(make_sentences(count, seed), start=1):
             rng = np.random.default_rng([seed, i])  # per utterance: a prefix of the corpus
             path = out_dir / f"utt_{i:05d}.wav"
-            record = _make_utterance(path, text, voices, rng, c, aligner)
+            record = _make_utterance(path, text, speakers, rng, c)
             out.write(json.dumps(record, sort_keys=True) + "\n")
         if recordings is not None and aligner is not None:
             for j, speech in enumerate(iter_recordings(recordings, aligner, c.sample_rate)):
@@ -373,44 +402,90 @@ def build_corpus(
     return manifest
 
 
+def _festival_voices(c: CorpusConfig) -> list[str]:
+    """The config's installed festival voices; SynthesisError if a share asks for none."""
+    if c.festival_share <= 0 or not c.festival_voices:
+        return []
+    try:
+        installed = festival_voices()
+    except SynthesisError as exc:
+        raise SynthesisError(f"{exc}, or build with CorpusConfig(festival_share=0)") from exc
+    voices = [v for v in c.festival_voices if v in installed]
+    if not voices:
+        raise SynthesisError(
+            f"none of the festival voices {c.festival_voices} is installed (installed: "
+            f"{installed}); apt-get install festvox-kdlpc16k, or set festival_share=0"
+        )
+    return voices
+
+
+@dataclass(frozen=True)
+class _Speakers:
+    """The synthesizers a corpus build draws from."""
+
+    flite: list[str]
+    festival: list[str]
+    aligner: PhoneAligner | None
+
+
 def _make_utterance(
-    path: Path,
-    text: str,
-    voices: list[str],
-    rng: np.random.Generator,
-    c: CorpusConfig,
-    aligner: PhoneAligner | None,
+    path: Path, text: str, speakers: _Speakers, rng: np.random.Generator, c: CorpusConfig
 ) -> dict[str, object]:
-    voice = voices[int(rng.integers(len(voices)))]
-    stretch = round(float(rng.uniform(*c.stretch_range)), 3)
-    base_f0 = _VOICE_F0_HZ.get(voice)
-    ratio = float(rng.uniform(*c.pitch_ratio_range))
-    pitch = round(base_f0 * ratio, 1) if base_f0 is not None else None
-    spoken: SynthUtterance | AlignedSpeech | None = None
-    extra: dict[str, object] = {"stretch": stretch, "pitch_hz": pitch}
-    if aligner is not None and c.espeak_voices and rng.random() < c.espeak_share:
-        espeak_voice = c.espeak_voices[int(rng.integers(len(c.espeak_voices)))]
-        wpm, epitch = int(rng.uniform(*c.espeak_wpm_range)), int(rng.uniform(*c.espeak_pitch_range))
-        try:
-            spoken = synthesize_espeak(text, espeak_voice, aligner, wpm, epitch, c.sample_rate)
-            voice, extra = espeak_voice, {"words_per_minute": wpm, "espeak_pitch": epitch}
-        except SynthesisError as exc:  # an alignment failed: flite says it instead
-            extra["espeak_failed"] = str(exc)
-    if spoken is None:
-        spoken = synthesize(text, voice, stretch, pitch, c.sample_rate)
-        extra["pitch_hz"] = spoken.pitch_hz
-    aug = augment(spoken.samples, rng, c)
-    record = _write(path, aug.samples, c.sample_rate, spoken.phones)
+    spoken, extra = _speak(text, speakers, rng, c)
+    samples, phones = spoken.samples, spoken.phones
+    applied: dict[str, object] = {}
+    treated = rng.random() < c.augmentation.share
+    if treated:
+        samples, phones, applied = augment_speaker(
+            samples, phones, rng, c.augmentation, c.sample_rate
+        )
+    aug = augment(samples, rng, c)
+    samples = aug.samples
+    if treated:
+        samples, channel = augment_channel(samples, rng, c.augmentation, c.sample_rate)
+        samples = samples * np.float32(_PEAK / max(float(np.abs(samples).max()), 1e-9))
+        applied = {**applied, **channel}
+    record = _write(path, samples, c.sample_rate, phones)
     return {
         **record,
         **extra,
         "text": text,
-        "voice": voice,
         "snr_db": round(aug.snr_db, 3),
         "noise": aug.noise,
         "rt60_s": None if aug.rt60_s is None else round(aug.rt60_s, 4),
         "drr_db": None if aug.drr_db is None else round(aug.drr_db, 3),
+        "augment": applied if treated else None,
     }
+
+
+def _speak(
+    text: str, speakers: _Speakers, rng: np.random.Generator, c: CorpusConfig
+) -> tuple[SynthUtterance | AlignedSpeech | FestivalSpeech, dict[str, object]]:
+    """Draw a synthesizer, voice, speed and pitch; the speech and its manifest fields."""
+    voice = speakers.flite[int(rng.integers(len(speakers.flite)))]
+    stretch = round(float(rng.uniform(*c.stretch_range)), 3)
+    ratio = float(rng.uniform(*c.pitch_ratio_range))
+    pick = rng.random()
+    if speakers.aligner is not None and c.espeak_voices and pick < c.espeak_share:
+        espeak_voice = c.espeak_voices[int(rng.integers(len(c.espeak_voices)))]
+        wpm, epitch = int(rng.uniform(*c.espeak_wpm_range)), int(rng.uniform(*c.espeak_pitch_range))
+        try:
+            spoken = synthesize_espeak(
+                text, espeak_voice, speakers.aligner, wpm, epitch, c.sample_rate
+            )
+            return spoken, {"voice": espeak_voice, "words_per_minute": wpm, "espeak_pitch": epitch}
+        except SynthesisError as exc:  # an alignment failed: flite says it instead
+            failed: dict[str, object] = {"espeak_failed": str(exc)}
+    else:
+        failed = {}
+    if speakers.festival and c.espeak_share <= pick < c.espeak_share + c.festival_share:
+        fvoice = speakers.festival[int(rng.integers(len(speakers.festival)))]
+        said = synthesize_festival(text, fvoice, stretch, round(ratio, 3), c.sample_rate)
+        return said, {"voice": fvoice, "stretch": stretch, "pitch_hz": said.pitch_hz}
+    base_f0 = _VOICE_F0_HZ.get(voice)
+    pitch = round(base_f0 * ratio, 1) if base_f0 is not None else None
+    flite = synthesize(text, voice, stretch, pitch, c.sample_rate)
+    return flite, {**failed, "voice": voice, "stretch": stretch, "pitch_hz": flite.pitch_hz}
 
 
 def _write(
