@@ -297,7 +297,7 @@ def _notes(data: dict[str, Any]) -> str:
         )
     if ceilings:
         parts.append(
-            f"Nods: velocity peaks above the 75th percentile are so dense that a random 250 ms "
+            f"Nods: even top-decile speed peaks are dense enough that a random 250 ms "
             f"window holds one {1 / max(ceilings):.0%}-{1 / min(ceilings):.0%} of the time; "
             f"the best possible ratio is {min(ceilings):.2f}-{max(ceilings):.2f} "
             "(1 / chance), so a jittery source cannot reach 2 even if every accent is followed "

@@ -146,6 +146,22 @@ def test_silence_gives_a_living_face_with_closed_lips() -> None:
     assert (np.abs(np.diff(motion, axis=0)).max(axis=1) > 1e-5).mean() > 0.9
 
 
+def _onsets(motion: np.ndarray) -> set[int]:
+    shut = motion[:, ms.index_of("eyeBlinkLeft")] > 0.5
+    return {i for i in range(1, len(shut)) if shut[i] and not shut[i - 1]}
+
+
+def test_blink_times_follow_the_audio_not_only_the_seed(speech: np.ndarray) -> None:
+    """One seed, the same speech placed at other times: the blinks move with it."""
+    quiet = np.random.default_rng(1).normal(0, 1e-3, 6 * RATE).astype(np.float32)
+    early, _ = run(np.concatenate([speech, quiet, speech, quiet]))
+    late, _ = run(np.concatenate([quiet, speech, quiet, speech]))
+    a, b = _onsets(early), _onsets(late)
+    assert len(a) >= 2 and len(b) >= 2
+    shared = sum(any(abs(x - y) <= 1 for y in b) for x in a)
+    assert shared <= len(a) // 2, (sorted(a), sorted(b))
+
+
 @needs_flite
 @pytest.mark.parametrize(
     ("controls", "channel", "low", "high"),

@@ -80,8 +80,8 @@ class BaselineConfig:
     breath_period_s: float = 4.0
     # Blinks.
     blink_refractory_s: float = 1.8
-    blink_mean_extra_s: float = 2.4  # exponential part of the interval while listening
-    blink_speech_rate_gain: float = 0.55  # speaking shortens that part by this factor
+    blink_mean_extra_s: float = 2.0  # exponential part of the interval while listening
+    blink_speech_rate_gain: float = 0.6  # speaking shortens that part by this factor
     blink_duration_s: tuple[float, float] = (0.15, 0.25)
     blink_close_share: float = 0.35  # close fast, open slower
     blink_at_utterance_end: float = 0.5  # probability of an extra-early blink at an utterance end

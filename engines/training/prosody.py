@@ -83,17 +83,17 @@ class ProsodyConfig:
     accent_share: float = 0.35  # share of nuclei that carry a pitch accent
     accent_gap_s: float = 0.35  # accents closer than this: the weaker one goes
     phrase_pause_s: float = 0.15  # a pause this long ends a phrase
-    nod_rad: float = 0.035  # nod depth at strength 1 (~2 degrees)
+    nod_rad: float = 0.05  # nod depth at strength 1 (~3 degrees)
     nod_rise_s: float = 0.07
     nod_settle_s: float = 0.22
     brow_raise: float = 0.5  # browInnerUp at strength 1
     brow_f0_z: float = 0.3  # accents whose F0 z-score is below this raise no brows
-    posture_yaw_rad: tuple[float, float] = (0.03, 0.08)  # per phrase, drawn in this range
+    posture_yaw_rad: tuple[float, float] = (0.05, 0.11)  # per phrase, drawn in this range
     posture_time_s: float = 0.35
     pitch_per_semitone_rad: float = 0.004  # head up with a phrase's higher F0
-    settle_roll_rad: tuple[float, float] = (0.012, 0.03)
+    settle_roll_rad: tuple[float, float] = (0.02, 0.045)
     settle_time_s: float = 0.8
-    drift_rad: tuple[float, float, float] = (0.01, 0.007, 0.005)  # yaw, pitch, roll, speaking
+    drift_rad: tuple[float, float, float] = (0.012, 0.008, 0.006)  # yaw, pitch, roll, speaking
     drift_time_s: float = 1.5
     listening_share: float = 0.35  # drift while listening, as a share of speaking's
 
@@ -176,6 +176,18 @@ def _pulse(times: np.ndarray, onset: float, rise: float, settle: float) -> np.nd
     return np.where(times >= onset, shape / peak, 0.0)
 
 
+def _nod(times: np.ndarray, onset: float, c: ProsodyConfig) -> np.ndarray:
+    """A nod: down (peak 1) then a smaller, slower rebound above rest, with zero mean,
+    so a stretch of accented speech does not hold the head lower than listening."""
+    down = _pulse(times, onset, c.nod_rise_s, c.nod_settle_s)
+    rebound = _pulse(times, onset + 0.7 * c.nod_settle_s, c.nod_settle_s, 2.0 * c.nod_settle_s)
+    # Areas of the two peak-normalised pulses, on a fine grid from their onsets.
+    grid = np.arange(0.0, 20.0 * c.nod_settle_s, 1e-3)
+    area_down = _pulse(grid, 0.0, c.nod_rise_s, c.nod_settle_s).sum()
+    area_rebound = _pulse(grid, 0.0, c.nod_settle_s, 2.0 * c.nod_settle_s).sum()
+    return down - (area_down / area_rebound) * rebound
+
+
 def _ease(times: np.ndarray, start: float, duration: float) -> np.ndarray:
     """0 before start, smoothstep to 1 over duration."""
     u = np.clip((times - start) / duration, 0.0, 1.0)
@@ -238,7 +250,7 @@ def prosody_targets(
     # Accents: nods, a little yaw and roll with them, brows on the high ones.
     brow = np.zeros(num)
     for accent in find_accents(phones, features, fps, c):
-        nod = _pulse(times, accent.time_s, c.nod_rise_s, c.nod_settle_s)
+        nod = _nod(times, accent.time_s, c)
         depth = accent.strength * rng.uniform(0.7, 1.3) * c.nod_rad
         pitch -= depth * nod
         yaw += rng.choice([-1.0, 1.0]) * 0.25 * depth * nod
