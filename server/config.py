@@ -20,6 +20,7 @@ from engines.paths import avatar_cache_dir
 from engines.pipeline import LIVE_FPS, PipelineConfig, check_fps
 from engines.render.renderer import RendererConfig
 
+from .encoders import X264_PRESET, check_x264_preset
 from .guard import default_allowed_hosts
 
 __all__ = ["IceServer", "SessionConfig", "ServerConfig", "load_config", "MAX_FPS"]
@@ -129,6 +130,8 @@ class ServerConfig:
     torch_threads: int = 1
     # A session with no viewer and no WebSocket client for this long is closed.
     session_idle_timeout_s: float = 60.0
+    # x264 preset of live H.264 video (with tune=zerolatency); bench_encode.md measures them.
+    h264_preset: str = X264_PRESET
     data_dir: Path = field(default_factory=lambda: avatar_cache_dir().parent)
     session: SessionConfig = field(default_factory=SessionConfig)
     encoder: FaceEncoderConfig = field(default_factory=FaceEncoderConfig)
@@ -191,6 +194,8 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
         values["torch_threads"] = int(env["FACECAST_TORCH_THREADS"])
     if "FACECAST_DATA_DIR" in env:
         values["data_dir"] = Path(env["FACECAST_DATA_DIR"])
+    if env.get("FACECAST_H264_PRESET"):
+        values["h264_preset"] = env["FACECAST_H264_PRESET"]
     motion = _motion_config(env, overrides.pop("motion", None), overrides.pop("checkpoint", None))
     backend = _backend_config(
         env, overrides.pop("backend", None), overrides.pop("motion_backend", None)
@@ -211,6 +216,7 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
         raise ValueError(f"max_sessions must be at least 1, got {config.max_sessions}")
     if config.max_portraits < 1:
         raise ValueError(f"max_portraits must be at least 1, got {config.max_portraits}")
+    check_x264_preset(config.h264_preset)
     if config.peer_connect_timeout_s <= 0:
         raise ValueError(
             f"peer_connect_timeout_s must be > 0 seconds, got {config.peer_connect_timeout_s}"

@@ -67,7 +67,7 @@ class ServerState:
 
     async def startup(self) -> None:
         set_threads(self.config.torch_threads)
-        configure_encoders(max(self.config.session.fps, 30))
+        configure_encoders(max(self.config.session.fps, 30), self.config.h264_preset)
         # Builds the face-analysis graphs and caches the built-in avatar now, so the
         # first session starts in milliseconds instead of waiting ~1 s.
         avatar = await self.portraits.avatar(BUILTIN_PORTRAIT_ID)

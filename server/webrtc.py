@@ -3,7 +3,8 @@
 One PeerLink is one RTCPeerConnection watching one session: the browser page
 or a WHEP player. Offers are answered non-trickle (aiortc gathers its
 candidates before answering), which needs no STUN on localhost; STUN/TURN
-servers come from ServerConfig.ice_servers.
+servers come from ServerConfig.ice_servers. Video answers H.264 first (VP8 for
+a peer without it), encoded at the x264 preset of server.encoders.
 
 An offer is checked before aiortc sees it (size, candidate count, the
 sections and codecs a session needs): aiortc parses on the event loop with a
@@ -42,6 +43,7 @@ from av import AudioFrame
 from engines.audio.ingest import FrameResampler
 
 from .config import IceServer
+from .encoders import X264_PRESET, install_h264_preset, preferred_video_codecs
 from .errors import InvalidOfferError, OfferTooLargeError
 from .session import Session
 
@@ -153,16 +155,20 @@ def _media_problem(media: MediaDescription) -> str | None:
     return None
 
 
-def configure_encoders(max_fps: int) -> None:
-    """Tell aiortc's encoders the real frame rate ceiling.
+def configure_encoders(max_fps: int, h264_preset: str = X264_PRESET) -> None:
+    """Tell aiortc's encoders the real frame rate ceiling and the x264 preset.
 
     aiortc builds its H.264 and VP8 encoders for 30 fps (module constant
     MAX_FRAME_RATE). x264 derives its per-frame bit budget from it, so 40 fps
     would overshoot the bitrate by a third. Frame timestamps are ours (90 kHz,
     exact per frame), so raising the ceiling changes only rate control.
+
+    H.264 is encoded at `h264_preset` with tune=zerolatency instead of x264's
+    default preset (server.encoders; benchmarks/results/bench_encode.md).
     """
     h264.MAX_FRAME_RATE = max(h264.MAX_FRAME_RATE, max_fps)
     vpx.MAX_FRAME_RATE = max(vpx.MAX_FRAME_RATE, max_fps)
+    install_h264_preset(h264_preset)
 
 
 def _rtc_configuration(ice_servers: tuple[IceServer, ...]) -> RTCConfiguration:
@@ -208,6 +214,7 @@ class PeerLink:
         check_offer(offer_sdp, self.limits)
         self._remote_candidates = offer_sdp.count("a=candidate:")
         try:
+            self._prefer_h264()
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             video, audio = self.session.create_tracks()
             self._tracks = [video, audio]
@@ -225,6 +232,17 @@ class PeerLink:
         self._start_deadline()
         logger.info("session %s: peer %s answered", self.session.id, self.id)
         return self.pc.localDescription.sdp
+
+    def _prefer_h264(self) -> None:
+        """The video transceiver, made before the offer is applied, answers H.264 first.
+
+        aiortc orders an answer's codecs as the offer does (browsers offer VP8 first)
+        and sends the first; preferences apply only to a transceiver that exists when
+        the offer is set, which then takes the offer's first video section. VP8 stays
+        for a peer that offers no H.264. The server only sends video: sendonly.
+        """
+        transceiver = self.pc.addTransceiver("video", direction="sendonly")
+        transceiver.setCodecPreferences(preferred_video_codecs())
 
     def _start_deadline(self) -> None:
         task = asyncio.create_task(self._close_unless_connected(), name=f"deadline-{self.id}")
