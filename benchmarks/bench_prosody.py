@@ -43,6 +43,7 @@ import argparse
 import logging
 import math
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -73,7 +74,12 @@ __all__ = ["main", "JudgedClip", "loudness_follower"]
 logger = logging.getLogger(__name__)
 
 NAME = "bench_prosody"
-PAD_S = 1.5  # noise before and after every clip
+PAD_S = 1.5  # noise before and after every clip (before: at least this)
+# Extra lead-in noise per clip, drawn from its name: real clips do not all start
+# speaking on the same frame, and with a shared onset a seeded sampler's first posture
+# is the same in every clip whatever the audio (it still is when the motion ignores
+# the audio: a canned loop correlates at any onset).
+LEAD_JITTER_S = 1.0
 NOISE_RMS = 10 ** (-60 / 20)  # -60 dBFS
 LISTEN_S = 20.0
 SKIP_S = 0.5  # head correlations start this far into the speech
@@ -106,6 +112,7 @@ class JudgedClip:
     phones: tuple[Phone, ...]  # the judge's, on the padded clock
     accents: np.ndarray  # accent times (s), padded clock
     speech_s: float  # length of the original clip
+    lead_s: float = PAD_S  # noise before it
 
     @property
     def intervals(self) -> list[tuple[float, float]]:
@@ -113,8 +120,8 @@ class JudgedClip:
 
     def span(self, num_frames: int) -> slice:
         """Frames of the original clip (time i / FPS inside it)."""
-        lo = math.ceil(PAD_S * FPS)
-        return slice(lo, min(math.ceil((PAD_S + self.speech_s) * FPS), num_frames))
+        lo = math.ceil(self.lead_s * FPS)
+        return slice(lo, min(math.ceil((self.lead_s + self.speech_s) * FPS), num_frames))
 
     def speech(self, num_frames: int) -> np.ndarray:
         return pj.speech_mask(self.phones, num_frames, FPS)
@@ -126,12 +133,13 @@ def _noise(seconds: float, seed: int) -> np.ndarray:
 
 
 def judge_clip(clip: Clip) -> JudgedClip:
-    """Pad clip with the same noise before (seed 0) and after (seed 1) as every other clip."""
-    samples = np.concatenate([_noise(PAD_S, 0), clip.samples, _noise(PAD_S, 1)])
-    phones = tuple(Phone(p.symbol, p.start_s + PAD_S, p.end_s + PAD_S) for p in clip.phones)
-    return JudgedClip(
-        clip.name, samples, phones, pj.find_accents(samples, RATE, phones), len(clip.samples) / RATE
-    )
+    """Pad clip with noise before (PAD_S plus a jitter drawn from its name) and after."""
+    jitter = np.random.default_rng(zlib.crc32(clip.name.encode())).uniform(0.0, LEAD_JITTER_S)
+    lead = round((PAD_S + float(jitter)) * FPS) / FPS  # whole frames
+    samples = np.concatenate([_noise(lead, 0), clip.samples, _noise(PAD_S, 1)])
+    phones = tuple(Phone(p.symbol, p.start_s + lead, p.end_s + lead) for p in clip.phones)
+    accents = pj.find_accents(samples, RATE, phones)
+    return JudgedClip(clip.name, samples, phones, accents, len(clip.samples) / RATE, lead)
 
 
 def loudness_follower(samples: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -215,9 +223,14 @@ def _lips(clips: Sequence[JudgedClip], motions: Sequence[np.ndarray]) -> dict[st
     }
 
 
-def _pairwise_abs_r(a: Sequence[np.ndarray], b: Sequence[np.ndarray] | None = None) -> list[float]:
-    """|r| of a[i] against a[j] (or b[j] when given), i != j, from SKIP_S into the speech."""
-    start = math.ceil((PAD_S + SKIP_S) * FPS)
+def _pairwise_abs_r(
+    a: Sequence[np.ndarray],
+    leads: Sequence[float],
+    b: Sequence[np.ndarray] | None = None,
+) -> list[float]:
+    """|r| of a[i] against a[j] (or b[j] when given), i != j, on the clips' common clock,
+    from SKIP_S after the later of the two speech onsets (leads: seconds of noise
+    before clip i's speech, for a and b alike)."""
     other = a if b is None else b
     pairs = (
         combinations(range(len(a)), 2)
@@ -226,6 +239,7 @@ def _pairwise_abs_r(a: Sequence[np.ndarray], b: Sequence[np.ndarray] | None = No
     )
     out = []
     for i, j in pairs:
+        start = math.ceil((max(leads[i], leads[j]) + SKIP_S) * FPS)
         end = min(len(a[i]), len(other[j]))
         r = pj.pearson(a[i][start:end], other[j][start:end])
         if np.isfinite(r):
@@ -251,14 +265,17 @@ def _head(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for axis, index in (("pitch", _PITCH), ("yaw", _YAW)):
-        same = _pairwise_abs_r([m[:, index] for m in motions])
+        leads = [c.lead_s for c in clips]
+        same = _pairwise_abs_r([m[:, index] for m in motions], leads)
         chance = _pairwise_abs_r(
-            [m[:, index] for m in motions[: len(seed1)]], [m[:, index] for m in seed1]
+            [m[:, index] for m in motions[: len(seed1)]], leads, [m[:, index] for m in seed1]
         )
-        start = math.ceil((PAD_S + SKIP_S) * FPS)
         seeds = [
-            pj.pearson(a[start:, index], b[start:, index])
-            for a, b in zip(motions, seed1, strict=False)
+            pj.pearson(
+                a[math.ceil((c.lead_s + SKIP_S) * FPS) :, index],
+                b[math.ceil((c.lead_s + SKIP_S) * FPS) :, index],
+            )
+            for c, a, b in zip(clips, motions, seed1, strict=False)
         ]
         out[axis] = {
             "abs_r_mean": _mean(same),
@@ -317,8 +334,9 @@ def _blinks(
             frames[speaking] += int(np.count_nonzero(speech == speaking))
     near = total = 0
     expected = []
-    lo = math.ceil(PAD_S * FPS)  # from the speech onset: the noise before is the same everywhere
     for i, j in ((i, j) for i in range(len(clips)) for j in range(len(clips)) if i != j):
+        # From the later speech onset: before it both clips listen to the same noise.
+        lo = math.ceil(max(clips[i].lead_s, clips[j].lead_s) * FPS)
         end = min(len(motions[i]), len(motions[j]))
         a, b = (x[(x >= lo) & (x < end)] for x in (onsets[i], onsets[j]))
         n, k = pj.coincidence_share(a, b)
@@ -396,7 +414,7 @@ def _rendered(clips: Sequence[JudgedClip], motions: Sequence[np.ndarray], render
     nose_y = [_fill(t["nose"][:, 1]) for t in traces]
     speech = [c.speech(len(y)) for c, y in zip(clips, nose_y, strict=True)]
     nods = [_peak_times(_smoothed_speed(y), s, 0.5) for y, s in zip(nose_y, speech, strict=True)]
-    nose_r = _pairwise_abs_r(nose_y)
+    nose_r = _pairwise_abs_r(nose_y, [c.lead_s for c in clips])
     return {
         "clips": [c.name for c in clips],
         "face_found_share": float(np.mean([np.isfinite(t["gap"]).mean() for t in traces])),
