@@ -15,6 +15,10 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
+import numpy as np
+from scipy.io import wavfile
+from scipy.signal import resample_poly
+
 from ..errors import SynthesisError
 
 __all__ = [
@@ -23,6 +27,7 @@ __all__ = [
     "available_engines",
     "available_voices",
     "check_request",
+    "read_engine_wav",
     "run_engine",
     "speak_to_file",
 ]
@@ -107,3 +112,15 @@ def speak_to_file(
     if not path.exists() or path.stat().st_size < 100:
         raise SynthesisError(f"{engine} wrote no speech for the text; try other words")
     return path
+
+
+def read_engine_wav(path: Path, sample_rate: int) -> np.ndarray:
+    """A speech engine's 16-bit wav as mono float32 (S,) at sample_rate."""
+    rate, data = wavfile.read(str(path))
+    samples = data.astype(np.float32) / 32768.0
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    if rate != sample_rate:
+        g = int(np.gcd(rate, sample_rate))
+        samples = resample_poly(samples, sample_rate // g, rate // g).astype(np.float32)
+    return samples

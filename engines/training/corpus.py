@@ -66,9 +66,9 @@ from pathlib import Path
 
 import numpy as np
 from scipy.io import wavfile
-from scipy.signal import fftconvolve, resample_poly
+from scipy.signal import fftconvolve
 
-from ..audio.speech import available_voices, run_engine
+from ..audio.speech import available_voices, read_engine_wav, run_engine
 from ..errors import SynthesisError
 from .aligned_speech import ESPEAK_TRAIN_VOICES, AlignedSpeech, iter_recordings, synthesize_espeak
 from .augment import AugmentConfig, augment_channel, augment_speaker
@@ -283,21 +283,9 @@ def synthesize(
         result = run_engine([*command, "-psdur", "-t", text, "-o", str(path)], f"speak {text!r}")
         if not path.is_file():
             raise SynthesisError(f"flite wrote no wav for {text!r}")
-        samples = _read_wav(path, sample_rate)
+        samples = read_engine_wav(path, sample_rate)
     phones = _parse_psdur(result.stdout, len(samples) / sample_rate)
     return SynthUtterance(text, voice, samples, sample_rate, phones, stretch, pitch_hz)
-
-
-def _read_wav(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 (S,) at sample_rate from a 16-bit wav."""
-    rate, data = wavfile.read(str(path))
-    samples = data.astype(np.float32) / 32768.0
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
-    if rate != sample_rate:
-        g = int(np.gcd(rate, sample_rate))
-        samples = resample_poly(samples, sample_rate // g, rate // g).astype(np.float32)
-    return samples
 
 
 def _parse_psdur(stdout: str, duration_s: float) -> tuple[Phone, ...]:
@@ -511,6 +499,6 @@ def load_corpus(manifest: Path) -> Iterator[CorpusItem]:
                 continue
             meta = json.loads(line)
             path = manifest.parent / meta["audio"]
-            samples = _read_wav(path, int(meta["sample_rate"]))
+            samples = read_engine_wav(path, int(meta["sample_rate"]))
             phones = tuple(Phone(s, float(a), float(b)) for s, a, b in meta["phones"])
             yield CorpusItem(path, samples, int(meta["sample_rate"]), phones, meta)

@@ -35,10 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.io import wavfile
-from scipy.signal import resample_poly
 
-from ..audio.speech import run_engine
+from ..audio.speech import read_engine_wav, run_engine
 from ..errors import SynthesisError
 from .visemes import Phone, parse_arpabet
 
@@ -144,7 +142,7 @@ def synthesize_festival(
         stdout = _run([str(script)], f"speak {text!r}")
         if not wav.is_file():
             raise SynthesisError(f"festival wrote no wav for {text!r}")
-        samples = _read_wav(wav, sample_rate)
+        samples = read_engine_wav(wav, sample_rate)
     pitch_hz = _parse_pitch(stdout)
     phones = parse_segments(stdout, len(samples) / sample_rate)
     return FestivalSpeech(text, voice, samples, sample_rate, phones, stretch, pitch_hz)
@@ -169,18 +167,6 @@ def _run(args: list[str], what: str) -> str:
     if "SIOD ERROR" in result.stderr:
         raise SynthesisError(f"festival failed to {what}: {result.stderr.strip()[:200]}")
     return result.stdout
-
-
-def _read_wav(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 (S,) at sample_rate from festival's 16-bit riff wave."""
-    rate, data = wavfile.read(str(path))
-    samples = data.astype(np.float32) / 32768.0
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
-    if rate != sample_rate:
-        g = int(np.gcd(rate, sample_rate))
-        samples = resample_poly(samples, sample_rate // g, rate // g).astype(np.float32)
-    return samples
 
 
 def _parse_pitch(stdout: str) -> float | None:
