@@ -79,7 +79,7 @@ from .festival_speech import (
     synthesize_festival,
 )
 from .phone_align import PhoneAligner
-from .visemes import Phone, parse_arpabet
+from .visemes import Phone, parse_arpabet, phones_from_end_times
 
 # fmt: off
 __all__ = [
@@ -290,26 +290,13 @@ def synthesize(
 
 def _parse_psdur(stdout: str, duration_s: float) -> tuple[Phone, ...]:
     """'pau:0.193 b:0.224 ...' (end times) -> contiguous phones from 0 to duration_s."""
-    phones: list[Phone] = []
-    start = 0.0
+    segments = []
     for token in stdout.split():
         symbol, sep, end_text = token.rpartition(":")
         if not sep:
             raise SynthesisError(f"unexpected flite -psdur token {token!r}")
-        symbol, end = parse_arpabet(symbol), float(end_text)
-        if symbol != "SIL" and end > duration_s + 0.02:  # only the last pause may run past
-            raise SynthesisError(f"flite's {symbol} ends at {end} s, after the audio ends")
-        end = min(end, duration_s)
-        if end < start - 1e-6:
-            raise SynthesisError("flite restarted its timings (several utterances?); split text")
-        if end > start:
-            phones.append(Phone(symbol, start, end))
-            start = end
-    if not phones:
-        raise SynthesisError("flite printed no phone timings")
-    if start < duration_s:  # audio a little longer than the last segment: extend it
-        phones[-1] = Phone(phones[-1].symbol, phones[-1].start_s, duration_s)
-    return tuple(phones)
+        segments.append((parse_arpabet(symbol), float(end_text)))
+    return phones_from_end_times(segments, duration_s, "flite")
 
 
 def augment(

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..audio.speech import read_engine_wav, run_engine
 from ..errors import SynthesisError
-from .visemes import Phone, parse_arpabet
+from .visemes import Phone, parse_arpabet, phones_from_end_times
 
 __all__ = [
     "FESTIVAL_PREFIX",
@@ -187,23 +187,9 @@ def festival_symbol(name: str) -> str:
 
 def parse_segments(stdout: str, duration_s: float) -> tuple[Phone, ...]:
     """'SEG pau 0.22' lines (end times) -> contiguous phones from 0 to duration_s."""
-    phones: list[Phone] = []
-    start = 0.0
+    segments = []
     for line in stdout.splitlines():
         fields = line.split()
-        if len(fields) != 3 or fields[0] != "SEG":
-            continue
-        symbol, end = festival_symbol(fields[1]), float(fields[2])
-        if symbol != "SIL" and end > duration_s + 0.02:  # only a pause may run past the wave
-            raise SynthesisError(f"festival's {symbol} ends at {end} s, after the audio ends")
-        end = min(end, duration_s)
-        if end < start - 1e-6:
-            raise SynthesisError("festival's segment ends go backwards; split the text")
-        if end > start:
-            phones.append(Phone(symbol, start, end))
-            start = end
-    if not phones:
-        raise SynthesisError("festival printed no segments")
-    if start < duration_s:  # the wave runs past the last segment: extend it
-        phones[-1] = Phone(phones[-1].symbol, phones[-1].start_s, duration_s)
-    return tuple(phones)
+        if len(fields) == 3 and fields[0] == "SEG":
+            segments.append((festival_symbol(fields[1]), float(fields[2])))
+    return phones_from_end_times(segments, duration_s, "festival")

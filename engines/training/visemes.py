@@ -55,6 +55,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from ..errors import SynthesisError
 from ..motion import space as ms
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "PHONES",
     "MOUTH_CHANNELS",
     "is_vowel",
+    "phones_from_end_times",
     "parse_arpabet",
     "phone_targets",
 ]
@@ -262,6 +264,36 @@ def phone_targets(
     motion = ms.neutral_motion(num_frames)
     motion[:, _MOTION_INDEX] = num / den[:, _CHANNEL_GROUP]
     return ms.clip_motion(motion)
+
+
+def phones_from_end_times(
+    segments: Sequence[tuple[str, float]], duration_s: float, engine: str
+) -> tuple[Phone, ...]:
+    """A synthesizer's (symbol, end time) segments -> phones tiling [0, duration_s].
+
+    symbols already parsed (parse_arpabet). Only a pause may end past the audio (by
+    at most 20 ms); ends are clamped to it, and a wave longer than the last segment
+    extends that segment. SynthesisError, naming engine, when the times go backwards
+    (several utterances), a phone ends after the audio, or there is no segment.
+    """
+    phones: list[Phone] = []
+    start = 0.0
+    for symbol, end in segments:
+        if symbol != "SIL" and end > duration_s + 0.02:
+            raise SynthesisError(f"{engine}'s {symbol} ends at {end} s, after the audio ends")
+        end = min(end, duration_s)
+        if end < start - 1e-6:
+            raise SynthesisError(
+                f"{engine} restarted its timings (several utterances?); split the text"
+            )
+        if end > start:
+            phones.append(Phone(symbol, start, end))
+            start = end
+    if not phones:
+        raise SynthesisError(f"{engine} printed no phone timings")
+    if start < duration_s:
+        phones[-1] = Phone(phones[-1].symbol, phones[-1].start_s, duration_s)
+    return tuple(phones)
 
 
 def is_vowel(symbol: str) -> bool:
