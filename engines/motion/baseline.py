@@ -146,8 +146,9 @@ class BlinkProcess:
         self._rng = rng
         self._start_s = -math.inf
         self._shape = (0.05, 0.0, 0.1)  # close, hold, open seconds
-        # Seconds of listening-rate hazard left before the next blink; the first blink
-        # comes sooner than a full interval.
+        # Hazard left before the next blink, in units of one mean wait (an Exp(1) draw
+        # used up at dt / mean wait per frame); the first blink comes sooner than a
+        # full interval.
         self._refractory_until = float(rng.uniform(0.3, 1.0) * config.blink_refractory_s)
         self._hazard = float(rng.exponential(1.0))
         self._early_s = math.inf

@@ -179,10 +179,10 @@ class LearnedMotion(MotionSource):
     def _lay_blinks(self, motion: np.ndarray, first: int) -> None:
         """Close the lids over motion (N, D) of model frames first.. where a blink is due,
         paced by whether the speaker talks (their rows' loudness)."""
+        # Every sampled frame's row is still kept: frames are sampled only up to `ready`.
         rms = self._rows[first - self._rows_start : first - self._rows_start + len(motion), _RMS]
         for row, frame in enumerate(motion):
-            loudness = float(rms[row]) if row < len(rms) else -100.0
-            _, _, ended = self._speech.step(loudness)
+            _, _, ended = self._speech.step(float(rms[row]))
             closure = self._blinks.step(
                 (first + row) / self.model_fps, ended, self._speech.in_utterance
             )

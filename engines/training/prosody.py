@@ -124,14 +124,19 @@ def _zscore(values: np.ndarray) -> np.ndarray:
     return (values - values.mean()) / max(float(values.std()), 1e-6)
 
 
+def _median_f0(f0: np.ndarray) -> float:
+    """The utterance's median F0 over voiced frames (f0 > 0), 120 Hz when none is voiced."""
+    voiced = f0[f0 > 0]
+    return float(np.median(voiced)) if len(voiced) else 120.0
+
+
 def find_accents(
     phones: Sequence[Phone], features: np.ndarray, fps: float, config: ProsodyConfig
 ) -> list[Accent]:
     """Pitch accents of one utterance; features: (T, F) rows in FEATURE_NAMES order."""
     rms = features[:, FEATURE_NAMES.index("rms_db")]
     f0 = features[:, FEATURE_NAMES.index("f0_hz")]
-    voiced_f0 = f0[f0 > 0]
-    median_f0 = float(np.median(voiced_f0)) if len(voiced_f0) else 120.0
+    median_f0 = _median_f0(f0)
     nuclei = []
     for phone in phones:
         if not is_vowel(parse_arpabet(phone.symbol)):
@@ -176,16 +181,21 @@ def _pulse(times: np.ndarray, onset: float, rise: float, settle: float) -> np.nd
     return np.where(times >= onset, shape / peak, 0.0)
 
 
+def _pulse_area(rise: float, settle: float) -> float:
+    """Integral over time (s) of _pulse(., ., rise, settle): (settle - rise) / its peak."""
+    peak_t = rise * settle / (settle - rise) * math.log(settle / rise)
+    return (settle - rise) / (math.exp(-peak_t / settle) - math.exp(-peak_t / rise))
+
+
 def _nod(times: np.ndarray, onset: float, c: ProsodyConfig) -> np.ndarray:
     """A nod: down (peak 1) then a smaller, slower rebound above rest, with zero mean,
     so a stretch of accented speech does not hold the head lower than listening."""
     down = _pulse(times, onset, c.nod_rise_s, c.nod_settle_s)
     rebound = _pulse(times, onset + 0.7 * c.nod_settle_s, c.nod_settle_s, 2.0 * c.nod_settle_s)
-    # Areas of the two peak-normalised pulses, on a fine grid from their onsets.
-    grid = np.arange(0.0, 20.0 * c.nod_settle_s, 1e-3)
-    area_down = _pulse(grid, 0.0, c.nod_rise_s, c.nod_settle_s).sum()
-    area_rebound = _pulse(grid, 0.0, c.nod_settle_s, 2.0 * c.nod_settle_s).sum()
-    return down - (area_down / area_rebound) * rebound
+    scale = _pulse_area(c.nod_rise_s, c.nod_settle_s) / _pulse_area(
+        c.nod_settle_s, 2.0 * c.nod_settle_s
+    )
+    return down - scale * rebound
 
 
 def _ease(times: np.ndarray, start: float, duration: float) -> np.ndarray:
@@ -221,8 +231,7 @@ def prosody_targets(
     speaking = _speaking(times, runs)
     f0 = features[:, FEATURE_NAMES.index("f0_hz")]
     rms = features[:, FEATURE_NAMES.index("rms_db")]
-    voiced_f0 = f0[f0 > 0]
-    median_f0 = float(np.median(voiced_f0)) if len(voiced_f0) else 120.0
+    median_f0 = _median_f0(f0)
     loud = float(np.percentile(rms[speaking], 90)) if speaking.any() else 0.0
 
     yaw, pitch, roll = (np.zeros(num) for _ in range(3))
