@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import prosody_judge as pj  # noqa: E402
+from engines.audio.ingest import FEATURE_RATE  # noqa: E402
 from engines.motion import space as ms  # noqa: E402
 from engines.training.phone_align import openness_curve  # noqa: E402
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["all_plots", "utterance_sheet"]
 
 FPS = 25
-PAD_S = 1.5
 _PITCH, _YAW = ms.index_of("headPitch"), ms.index_of("headYaw")
 _BROW = ms.index_of("browInnerUp")
 _COLOURS = {
@@ -136,10 +136,11 @@ def _head_plot(
         head = data["sources"][name]["head"]
         for col, (axis, index) in enumerate((("pitch", _PITCH), ("yaw", _YAW))):
             ax = axes[row, col]
-            for clip, motion in list(zip(clips, traces[name]["motions"], strict=True))[:3]:
+            shown = list(zip(clips, traces[name]["motions"], strict=True))[:3]
+            for clip, motion in shown:
                 t = np.arange(len(motion)) / FPS
                 ax.plot(t, np.degrees(motion[:, index]), lw=1.2, label=clip.name)
-            ax.axvspan(0, PAD_S + 0.5, color="0.9", zorder=0)
+            ax.axvspan(0, max(c.lead_s for c, _ in shown) + 0.5, color="0.9", zorder=0)
             r = head[axis]["abs_r_mean"]
             ax.set_title(
                 f"{name}: head {axis}, seed 0 (mean |r| between clips "
@@ -265,7 +266,7 @@ def _blink_plot(out_dir: Path, data: dict[str, Any], clips: Sequence[JudgedClip]
             onsets = np.asarray(blinks["onsets"][r]) / FPS
             ax.vlines(onsets, rows - r - 0.9, rows - r - 0.1, color=_COLOURS.get(name), lw=2)
         ax.set_ylim(0, rows)
-        ax.set_xlim(0, max(c.speech_s for c in clips[:rows]) + 2 * PAD_S)
+        ax.set_xlim(0, max(len(c.samples) / FEATURE_RATE for c in clips[:rows]))
         ax.set_yticks(np.arange(rows) + 0.5, [c.name for c in clips[:rows]][::-1], fontsize=7)
         ax.set_xlabel("s (grey: speech)", fontsize=8)
         share = blinks["same_seed_coincidence"]
@@ -297,7 +298,8 @@ def _rendered_plot(
             f"{'-' if r is None else f'{r:.2f}'}",
             fontsize=9,
         )
-        ax.axvspan(0, PAD_S + 0.5, color="0.9", zorder=0)
+        leads = [c.lead_s for c in (*clips, *([radio] if radio else [])) if c.name in got["clips"]]
+        ax.axvspan(0, max(leads, default=0.0) + 0.5, color="0.9", zorder=0)
         ax.legend(fontsize=7)
         ax.set_xlabel("s")
         ax = axes[row, 1]
@@ -314,7 +316,7 @@ def _rendered_plot(
                 f"{first['r_best']:.2f} at lag {first['lag']:+d}",
                 fontsize=9,
             )
-            ax.set_xlim(PAD_S, PAD_S + clip.speech_s)
+            ax.set_xlim(clip.lead_s, clip.lead_s + clip.speech_s)
             ax.legend(fontsize=7)
             ax.set_xlabel("s")
     return _save(fig, out_dir, "rendered.png")
@@ -404,7 +406,7 @@ def utterance_sheet(
         )
         cv2.putText(
             label,
-            f"{i / FPS - PAD_S:.2f}s",
+            f"{i / FPS - clip.lead_s:.2f}s",
             (96, 20),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.4,
