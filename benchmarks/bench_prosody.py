@@ -16,7 +16,8 @@ energy and pitch tracker, never the model's features or training targets:
 accents are the most prominent third of the vowel nuclei (z(peak dB) +
 z(peak F0 in semitones)), >= 0.3 s apart, at the nucleus onset. Measured from
 the motion vectors:
-1. openness: r of the lip gap against the phones' vowel-openness curve
+1. openness: r of the lip aperture (the gap, 0 when pressed shut: what the
+   rendered mouth shows) against the phones' vowel-openness curve
    (phone_align.openness_curve, as lip_sync_score uses) at lag 0 and the best
    lag in -4..+4 frames (positive = mouth late), beside the audio's own
    loudness envelope against the same curve;
@@ -27,7 +28,8 @@ the motion vectors:
    (a local maximum of |velocity| smoothed over 3 frames, in the top decile of
    the clip's speech), over the same share at random speech times;
 4. brows: the same with browInnerUp peaks;
-5. blinks per minute in speech, silence and a 20 s listening clip, and the
+5. blinks per minute in speech and in silence over one stream of all the held-out
+   clips in turn (a few minutes), in 4 x 20 s listening clips, and the
    share of one clip's blink onsets within +-1 frame of another's (same seed);
 6. lips: bilabial closure (and its rate at random speech windows), open
    vowels, lips closed in silence.
@@ -65,7 +67,7 @@ from benchmarks.bench_motion import FPS, RATE, Clip, _clips, _motion, _radio
 from engines.motion import MotionConfig
 from engines.motion import space as ms
 from engines.paths import DEFAULT_CHECKPOINT
-from engines.training.metrics import blink_onsets, lip_gap, lip_sync_score
+from engines.training.metrics import blink_onsets, lip_aperture, lip_gap, lip_sync_score
 from engines.training.phone_align import PhoneAligner, openness_curve
 from engines.training.visemes import Phone
 
@@ -82,6 +84,8 @@ PAD_S = 1.5  # noise before and after every clip (before: at least this)
 LEAD_JITTER_S = 1.0
 NOISE_RMS = 10 ** (-60 / 20)  # -60 dBFS
 LISTEN_S = 20.0
+# Seeds of the listening clip: one 20 s clip holds about 5 blinks, too few for a rate.
+LISTEN_SEEDS = 4
 SKIP_S = 0.5  # head correlations start this far into the speech
 MAX_LAG = 4
 WINDOW_S = 0.25  # peaks must follow an accent within this
@@ -319,19 +323,41 @@ def _events(clips: Sequence[JudgedClip], motions: Sequence[np.ndarray]) -> dict[
     }
 
 
+def conversation(clips: Sequence[JudgedClip]) -> JudgedClip:
+    """The clips one after another, each with its own noise before and after: one long
+    stream of utterances and 3-4 s listening turns, the judge's phones moved along.
+
+    Blink rates per state need minutes of one stream: in a clip of a few seconds the
+    first blink after the stream starts (a refractory period, then the hazard) lands
+    in the speech whatever the process, and the short padding holds almost none.
+    """
+    samples, phones, offset = [], [], 0.0
+    for clip in clips:
+        samples.append(clip.samples)
+        phones += [Phone(p.symbol, p.start_s + offset, p.end_s + offset) for p in clip.phones]
+        offset += len(clip.samples) / RATE
+    joined = np.concatenate(samples)
+    return JudgedClip("conversation", joined, tuple(phones), np.zeros(0), len(joined) / RATE, 0.0)
+
+
+def _blink_rates(clip: JudgedClip, motion: np.ndarray) -> dict[str, float]:
+    """Blinks per minute while the clip's speaker talks and while they do not."""
+    speech = clip.speech(len(motion))
+    onsets = pj.blink_onset_frames(motion)
+    rates = {}
+    for key, speaking in (("speech_per_min", True), ("silence_per_min", False)):
+        frames = int(np.count_nonzero(speech == speaking))
+        rates[key] = 60.0 * FPS * int(np.count_nonzero(speech[onsets] == speaking)) / max(frames, 1)
+    return rates
+
+
 def _blinks(
-    clips: Sequence[JudgedClip], motions: Sequence[np.ndarray], listening: np.ndarray
+    clips: Sequence[JudgedClip],
+    motions: Sequence[np.ndarray],
+    listening: Sequence[np.ndarray],
+    talk: tuple[JudgedClip, np.ndarray],
 ) -> dict[str, Any]:
-    counts = {True: 0, False: 0}
-    frames = {True: 0, False: 0}
-    onsets = []
-    for clip, motion in zip(clips, motions, strict=True):
-        speech = clip.speech(len(motion))
-        frame = pj.blink_onset_frames(motion)
-        onsets.append(frame)
-        for speaking in (True, False):
-            counts[speaking] += int(np.count_nonzero(speech[frame] == speaking))
-            frames[speaking] += int(np.count_nonzero(speech == speaking))
+    onsets = [pj.blink_onset_frames(motion) for motion in motions]
     near = total = 0
     expected = []
     for i, j in ((i, j) for i in range(len(clips)) for j in range(len(clips)) if i != j):
@@ -343,9 +369,9 @@ def _blinks(
         near, total = near + n, total + k
         expected += [min(1.0, 3 * len(b) / max(end - lo, 1))] * len(a)
     return {
-        "speech_per_min": 60.0 * FPS * counts[True] / max(frames[True], 1),
-        "silence_per_min": 60.0 * FPS * counts[False] / max(frames[False], 1),
-        "listening_per_min": blink_onsets(listening) * 60.0 / LISTEN_S,
+        **_blink_rates(*talk),
+        "conversation_s": talk[0].speech_s,
+        "listening_per_min": sum(map(blink_onsets, listening)) * 60.0 / (LISTEN_S * len(listening)),
         "same_seed_coincidence": near / total if total else None,
         "chance_coincidence": _mean(expected),
         "onsets": [o.tolist() for o in onsets],
@@ -358,18 +384,21 @@ def _evaluate(
     """(results, traces for the plots) of one source."""
     motions = [fn(c.samples, seed=0) for c in clips]
     seed1 = [fn(c.samples, seed=1) for c in clips[:CHANCE_CLIPS]]
-    listening = fn(_noise(LISTEN_S, 2), seed=0)
+    listenings = [fn(_noise(LISTEN_S, 2), seed=seed) for seed in range(LISTEN_SEEDS)]
+    listening = listenings[0]
+    talk = conversation(clips)
+    talk_motion = fn(talk.samples, seed=0)
     everything = clips + ([radio] if radio else [])
     radio_motion = [fn(radio.samples, seed=0)] if radio else []
     every_motion = motions + radio_motion
     result: dict[str, Any] = {
         "openness": _openness_summary(
-            [_openness(c, lip_gap(m)) for c, m in zip(clips, motions, strict=True)]
+            [_openness(c, lip_aperture(m)) for c, m in zip(clips, motions, strict=True)]
         ),
         "lips": _lips(clips, motions),
         "head": _head(clips, motions, seed1),
         "events": _events(clips, motions),
-        "blinks": _blinks(everything, every_motion, listening),
+        "blinks": _blinks(everything, every_motion, listenings, (talk, talk_motion)),
         "listening_spread_deg": {
             axis: float(np.degrees(listening[:, i]).std())
             for axis, i in (("yaw", _YAW), ("pitch", _PITCH), ("roll", _ROLL))
@@ -377,7 +406,7 @@ def _evaluate(
     }
     if radio:
         result["radio"] = {
-            "openness": _openness(radio, lip_gap(radio_motion[0])),
+            "openness": _openness(radio, lip_aperture(radio_motion[0])),
             "lips": _lips([radio], radio_motion),
             "events": _events([radio], radio_motion),
         }

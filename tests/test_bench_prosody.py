@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,29 @@ def test_event_triggered_average_lines_up_on_the_events() -> None:
     assert n == 3
     assert lags[np.argmax(mean)] == pytest.approx(0.12)
     assert mean.max() == 1.0
+
+
+def test_conversation_joins_clips_with_their_phones_on_one_clock() -> None:
+    from benchmarks.bench_prosody import FPS as BENCH_FPS
+    from benchmarks.bench_prosody import JudgedClip, conversation
+
+    def clip(name: str, seconds: float, speech: tuple[float, float]) -> JudgedClip:
+        samples = np.full(int(seconds * RATE), len(name), np.float32)
+        phones = (
+            Phone("SIL", 0.0, speech[0]),
+            Phone("AA", *speech),
+            Phone("SIL", speech[1], seconds),
+        )
+        return JudgedClip(name, samples, phones, np.zeros(0), seconds, speech[0])
+
+    first, second = clip("a", 4.0, (1.5, 2.5)), clip("bb", 3.0, (1.0, 2.0))
+    joined = conversation([first, second])
+    assert len(joined.samples) == len(first.samples) + len(second.samples)
+    assert joined.samples[len(first.samples)] == 2.0  # the second clip's audio follows
+    assert [p.symbol for p in joined.phones if p.symbol != "SIL"] == ["AA", "AA"]
+    spoken = joined.speech(int(7.0 * BENCH_FPS))
+    # speech from 1.5 s to 2.5 s, then from 4 + 1 s to 4 + 2 s (frame i is at i / FPS)
+    first_frame, last_frame = np.flatnonzero(spoken)[[0, -1]]
+    assert (first_frame, last_frame) == (math.ceil(1.5 * BENCH_FPS), 6 * BENCH_FPS - 1)
+    assert not spoken[math.ceil(2.5 * BENCH_FPS) : 5 * BENCH_FPS].any()
+    assert joined.span(len(spoken)) == slice(0, len(spoken))

@@ -22,7 +22,8 @@ person's rate; bench_motion measures it), so the baseline's BlinkProcess closes
 the lids over the sampled motion too, paced by a SpeechGate over the same
 feature rows: more blinks while speaking, often one just after an utterance
 ends, so the blink times follow the audio and not only the seed. The model's
-own lid movement (its blinks, squints, emotion) stays where it is larger.
+own partial lid closure (emotion, a lowered gaze) stays where it is larger; its
+own full closures are cut (_MODEL_LID_CAP) so that one process sets the rate.
 
 Latency (algorithmic): the features' 40 ms look-ahead + the encoder's one
 model frame + (heard_frames - 1) model frames, + one model frame when the
@@ -60,6 +61,11 @@ __all__ = ["LearnedMotion", "default_motion_model"]
 logger = logging.getLogger(__name__)
 
 _BLINKS = [ms.index_of("eyeBlinkLeft"), ms.index_of("eyeBlinkRight")]
+# The sampler's own lid closure is kept up to this: the lowered lids of sadness (0.15)
+# and of a downward gaze (about 0.2) stay, while its own blinks, which it learned
+# from the same speech-paced targets, are cut, so they do not add to the BlinkProcess's
+# (together they blinked 33 times a minute in speech).
+_MODEL_LID_CAP = 0.3
 # Channels the One Euro filter smooths: all but the mouth and the eyelids.
 _SMOOTHED = [
     i
@@ -186,7 +192,7 @@ class LearnedMotion(MotionSource):
             closure = self._blinks.step(
                 (first + row) / self.model_fps, ended, self._speech.in_utterance
             )
-            frame[_BLINKS] = np.maximum(frame[_BLINKS], closure)
+            frame[_BLINKS] = np.maximum(np.minimum(frame[_BLINKS], _MODEL_LID_CAP), closure)
 
     @torch.inference_mode()
     def _embed(self, first: int, n: int) -> torch.Tensor:

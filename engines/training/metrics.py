@@ -21,6 +21,7 @@ __all__ = [
     "LipSyncScore",
     "lip_sync_score",
     "lip_gap",
+    "lip_aperture",
     "open_vowel_rate",
     "head_velocity",
     "jerk",
@@ -50,6 +51,17 @@ class LipSyncScore:
 def lip_gap(motion: np.ndarray) -> np.ndarray:
     """Lip gap per frame, jawOpen - mouthClose (ARKit): float array of shape (T,)."""
     return motion[:, _JAW] - motion[:, _CLOSE]
+
+
+def lip_aperture(motion: np.ndarray) -> np.ndarray:
+    """How far apart the lips are, max(lip_gap, 0): float array of shape (T,).
+
+    A negative gap (mouthClose beyond jawOpen) presses the lips harder but shows
+    the same shut mouth on screen, so curves correlated against what a viewer (or
+    a landmark judge on rendered frames) sees use this, not the raw gap: a pressed
+    /b/ would otherwise count as "more closed" than a resting mouth.
+    """
+    return np.maximum(lip_gap(motion), 0.0)
 
 
 def open_vowel_rate(

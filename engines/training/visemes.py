@@ -23,7 +23,21 @@ Why these choices:
 - alpha per phone and group says how much a phone insists on a channel.
   Bilabials have alpha = closure_dominance (10) on jaw and close with a narrow
   width, so even a 50 ms /b/ between two /aa/ closes the lips at the frame
-  nearest its centre; a schwa has 0.4 so it takes its neighbours' shape.
+  nearest its centre; AH (schwa, and the stressed vowel of "but", which
+  CMUdict spells alike once stress is stripped) has 0.7 so a schwa leans
+  towards its neighbours' shape while a stressed AH still opens.
+- The jaw's opening in speech is the vowels': during consonants the jaw is
+  high, teeth nearly together for sibilants and alveolars (Keating et al.
+  1994, "Variability in jaw height for segments in English and Swedish VCVs",
+  J. Phonetics 22; Lindblom 1983), so consonant jawOpen targets are 0.02-0.06
+  and the lips part and meet once per syllable. Earlier tables (0.1-0.15 on
+  T, L, K) kept the mouth ajar through consonant clusters and made the gap
+  follow loudness more than the vowels.
+- Widths of 50 ms (vowels) and 35 ms (consonants) each side, beyond the
+  plateau: a vowel reaches its target in the frame after a consonant and
+  the jaw rises again for the next one, as in articulography at normal
+  rates (a syllable every ~200 ms). The earlier 80 ms vowel widths smeared
+  neighbouring vowels into one opening.
 - c = 1.5 sits between Cohen & Massaro's cusp (c = 1, whose long tails let a
   strong closure pull the neighbouring vowels half shut) and a Gaussian
   (c = 2, which lets a 25 fps frame jump by more than half the jaw range).
@@ -89,9 +103,9 @@ class VisemeConfig:
     closure_gain: float = 1.0  # scales mouthClose/mouthPress targets (rest included)
     shape_exponent: float = 1.5  # c; see the module docstring
     plateau_fraction: float = 0.3  # share of a phone's half-duration at full dominance
-    vowel_width_s: tuple[float, float] = (0.08, 0.08)  # (anticipatory, carry-over)
-    consonant_width_s: tuple[float, float] = (0.05, 0.05)
-    closure_width_s: tuple[float, float] = (0.03, 0.035)  # bilabials, labiodentals
+    vowel_width_s: tuple[float, float] = (0.05, 0.05)  # (anticipatory, carry-over)
+    consonant_width_s: tuple[float, float] = (0.035, 0.035)
+    closure_width_s: tuple[float, float] = (0.03, 0.03)  # bilabials, labiodentals
     round_anticipation_s: float = 0.15  # rounding of W/UW/OW/UH/OY reaches this far ahead
     closure_dominance: float = 10.0
     silence_width_s: float = 0.08
@@ -128,7 +142,7 @@ _CLASSES: tuple[tuple[str, str, tuple[float, ...]], ...] = (
     ("AW", "jaw=.55 funnel=.2 pucker=.1", (1, 1, 0.8, 0.6, 0.5)),
     ("AY", "jaw=.55 stretch=.1", (1, 1, 0.6, 0.6, 0.5)),
     ("EH", "jaw=.4 stretch=.15 smile=.05", (1, 1, 0.6, 0.8, 0.5)),
-    ("AH", "jaw=.35", (0.4, 0.4, 0.2, 0.2, 0.2)),  # schwa: takes neighbours' shape
+    ("AH", "jaw=.35", (0.7, 0.7, 0.4, 0.4, 0.3)),  # schwa (and stressed AH): half-yields
     ("ER", "jaw=.3 funnel=.2 pucker=.1", (0.6, 0.6, 0.6, 0.4, 0.4)),
     ("OW", "jaw=.35 funnel=.5 pucker=.3", (1, 1, 1.5, 1, 0.5)),
     ("OY", "jaw=.4 funnel=.35 pucker=.15", (1, 1, 1.2, 0.8, 0.5)),
@@ -140,17 +154,17 @@ _CLASSES: tuple[tuple[str, str, tuple[float, ...]], ...] = (
     ("P B", "jaw=.03 close=.5 press=.4", (10, 10, 0.1, 0.3, 1)),
     ("M", "jaw=.03 close=.5 press=.25", (10, 10, 0.1, 0.3, 1)),
     ("F V", "jaw=.06 close=.3 press=.15 upperUp=.25", (3, 5, 0.1, 0.3, 3)),
-    ("TH DH", "jaw=.12 lowerDown=.15", (1, 1, 0.1, 0.2, 1)),
-    ("S Z", "jaw=.05 stretch=.3 smile=.08 upperUp=.1 lowerDown=.1", (1.5, 1, 0.2, 0.8, 1)),
-    ("SH ZH CH JH", "jaw=.07 stretch=.15 funnel=.25 pucker=.1 upperUp=.15 lowerDown=.15",
+    ("TH DH", "jaw=.06 lowerDown=.15", (1, 1, 0.1, 0.2, 1)),
+    ("S Z", "jaw=.02 stretch=.3 smile=.08 upperUp=.1 lowerDown=.1", (1.5, 1, 0.2, 0.8, 1)),
+    ("SH ZH CH JH", "jaw=.03 stretch=.15 funnel=.25 pucker=.1 upperUp=.15 lowerDown=.15",
      (1.5, 1, 0.8, 0.5, 1)),
-    ("T D N", "jaw=.1", (0.6, 0.5, 0.05, 0.1, 0.3)),
-    ("L", "jaw=.15", (0.5, 0.5, 0.05, 0.1, 0.3)),
-    ("K G NG", "jaw=.15", (0.4, 0.5, 0.05, 0.1, 0.2)),
+    ("T D N", "jaw=.04", (0.6, 0.5, 0.05, 0.1, 0.3)),
+    ("L", "jaw=.06", (0.5, 0.5, 0.05, 0.1, 0.3)),
+    ("K G NG", "jaw=.06", (0.4, 0.5, 0.05, 0.1, 0.2)),
     ("HH", "jaw=.3", (0.05, 0.05, 0.05, 0.05, 0.05)),  # /h/ is the next vowel, breathy
-    ("W", "jaw=.08 funnel=.3 pucker=.65", (0.6, 0.8, 2, 1, 0.3)),
-    ("R", "jaw=.1 funnel=.25 pucker=.2", (0.5, 0.5, 1, 0.5, 0.3)),
-    ("Y", "jaw=.08 stretch=.3 smile=.1", (0.5, 0.5, 0.5, 1, 0.3)),
+    ("W", "jaw=.03 funnel=.3 pucker=.65", (0.6, 0.8, 2, 1, 0.3)),
+    ("R", "jaw=.04 funnel=.25 pucker=.2", (0.5, 0.5, 1, 0.5, 0.3)),
+    ("Y", "jaw=.03 stretch=.3 smile=.1", (0.5, 0.5, 0.5, 1, 0.3)),
     ("SIL", "close=.12 press=.06", (1, 1, 1, 1, 1)),  # rest: lips lightly together
 )
 # fmt: on
