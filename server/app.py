@@ -105,6 +105,7 @@ def _add_misc_routes(app: FastAPI, state: ServerState, protected: list) -> None:
         return {
             "status": "ok",
             "sessions": len(state.sessions),
+            "max_sessions": state.config.max_sessions,  # capacity, for load-based dispatch
             "backend": session.backend.name,
             "motion_backend": session.backend.motion.name,
             "motion": session.motion.kind,
