@@ -8,6 +8,9 @@ engines (Pipecat needs protobuf >= 5, mediapipe 0.10.21 needs protobuf < 5):
   stream WebSocket, face and audio down over WebRTC). Needs only the packages of
   `server.client`.
 - `pipecat`: `FacecastVideoService`, a Pipecat frame processor (needs pipecat-ai).
+- `livekit`: `FacecastVideoGenerator` (LiveKit's `VideoGenerator` for `AvatarRunner`)
+  and `FacecastAvatarSession` (the agent's side); `livekit_worker`: the avatar worker
+  that LiveKit dispatches by facecast's load (needs livekit-agents).
 
 Nothing is imported here, so `import server.integrations` never needs a framework.
 """
