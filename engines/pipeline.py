@@ -29,6 +29,7 @@ from .audio.ingest import FEATURE_RATE, PLAYBACK_RATE, Downsampler
 from .backends.registry import BackendConfig, FrameRenderer, frame_renderer
 from .face.avatar import Avatar
 from .motion import MotionConfig, MotionSource, open_motion_source
+from .motion import space as ms
 from .motion.controls import Controls
 from .render.renderer import RendererConfig
 from .types import AudioChunk, Frame, MotionWindow
@@ -49,6 +50,10 @@ INPUT_RATE = PLAYBACK_RATE  # what push() takes: the rate sessions play and MP4s
 # Offline: whatever an MP4 player shows; 25-40 look right.
 LIVE_FPS = (1, 40)
 OFFLINE_FPS = (1, 60)
+# After cut(): the mouth held at rest, then eased back to the motion (Pipeline.cut).
+CUT_HOLD_S = 0.16
+CUT_RELEASE_S = 0.08
+_MOUTH = np.array([ms.index_of(name) for name in ms.MOUTH_CHANNELS])
 
 
 def check_fps(fps: int, limits: tuple[int, int]) -> None:
@@ -103,6 +108,8 @@ class Pipeline:
         # Ticks nobody watched: the motion source did not hear them, so its frame
         # count is behind the stream's by this much.
         self._skipped = 0
+        self._cut_frames: float | None = None  # frames since cut(), while it still acts
+        self._cut_rest = np.zeros(len(_MOUTH), np.float32)  # the mouth at rest, at the cut
 
     @property
     def fps(self) -> int:
@@ -145,6 +152,31 @@ class Pipeline:
         """A tick nobody watches: no motion, no pixels; the next frames keep their numbers."""
         self._skipped += 1
 
+    def cut(self) -> None:
+        """The speech was cut off (barge-in): the mouth shuts on the next frames.
+
+        The motion source has already heard audio up to this tick, past what the
+        viewer hears, and a sound stopped mid-vowel still opens the model's mouth for a
+        frame or three, so a cut would show the lips parting again a few hundred ms
+        later. The next CUT_HOLD_S of frames keep the mouth at rest, then it blends back
+        into the motion over CUT_RELEASE_S (speech that follows at once starts there).
+        """
+        self._cut_frames = 0.0
+        self._cut_rest = self.motion.rest_frame()[_MOUTH]
+
+    def _rest_mouth(self, window: MotionWindow) -> MotionWindow:
+        """window with its mouth eased to the rest pose, as far as cut() still acts."""
+        assert self._cut_frames is not None
+        hold, release = CUT_HOLD_S * self.fps, CUT_RELEASE_S * self.fps
+        since = self._cut_frames + np.arange(len(window))
+        rest_share = np.clip(1.0 - (since - hold) / release, 0.0, 1.0)[:, None]  # (N, 1)
+        values = window.values.copy()
+        values[:, _MOUTH] += rest_share * (self._cut_rest - values[:, _MOUTH])
+        self._cut_frames += len(window)
+        if self._cut_frames >= hold + release:
+            self._cut_frames = None
+        return MotionWindow(values, window.fps, window.pts)
+
     def rest_frame(self) -> Frame:
         """The face at rest with the current controls (lips together), pts -1."""
         with torch.inference_mode():
@@ -154,6 +186,8 @@ class Pipeline:
     def _frames(self, window: MotionWindow, render: Callable[[int], bool]) -> list[Frame]:
         if len(window) == 0:
             return []
+        if self._cut_frames is not None:
+            window = self._rest_mouth(window)
         first = window.pts + self._skipped
         frames: list[Frame] = []
         batch = self.config.batch_frames

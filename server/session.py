@@ -229,6 +229,10 @@ class Session:
         self._ring.truncate(max(0, self.clock.sample_position_at(now)))
         # Frames rendered ahead were articulating the dropped audio.
         self._frames.drop_after(self.clock.frame_index_at(now))
+        if not self.closed:
+            # The motion heard that audio too: its next frames shut the mouth (on the
+            # executor, the pipeline's one thread, after the frame step under way).
+            asyncio.get_running_loop().run_in_executor(self._executor, self._pipeline.cut)
         for utterance in stopped.values():
             utterance.interrupted = True
             self._finish(utterance, interrupted=True)

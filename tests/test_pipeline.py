@@ -74,3 +74,26 @@ def test_rest_frame_and_fps_rules(avatar) -> None:
         check_fps(41, (1, 40))
     with pytest.raises(ValueError, match="between 1 and 60"):
         PipelineConfig(fps=61)
+
+
+def test_cut_shuts_the_mouth_at_once_then_hands_back_to_the_motion(avatar, speech) -> None:
+    """Barge-in: after cut() the mouth is shut for CUT_HOLD_S although the motion source
+    heard speech, then the frames are the uncut pipeline's again."""
+    from engines.face import landmarks as fl
+    from engines.pipeline import CUT_HOLD_S, CUT_RELEASE_S
+
+    talking, cut = (Pipeline(avatar, PipelineConfig(fps=FPS)) for _ in range(2))
+    lead = int(1.2 * INPUT_RATE) // TICK * TICK  # 0.2 s into the speech
+    before = _run(talking, speech[:lead], TICK, flush=False)
+    assert len(_run(cut, speech[:lead], TICK, flush=False)) == len(before)
+    cut.cut()
+    rest = speech[lead:]
+    talked, shut = _run(talking, rest, TICK), _run(cut, rest, TICK)
+    hold = int(CUT_HOLD_S * FPS)
+    gaps = [fl.inner_lip_gap(fl.face_mesh(f.rgb)) for f in talked[:hold]]
+    shut_gaps = [fl.inner_lip_gap(fl.face_mesh(f.rgb)) for f in shut[:hold]]
+    assert max(gaps) > 0.04, gaps  # the uncut face was talking then
+    assert max(shut_gaps) < 0.02, shut_gaps
+    settled = hold + int(np.ceil(CUT_RELEASE_S * FPS))
+    for a, b in zip(talked[settled:], shut[settled:], strict=True):
+        assert a.pts == b.pts and np.array_equal(a.rgb, b.rgb)
