@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio.decoding import read_audio
 from ..audio.speech import available_voices, run_engine
 from ..errors import InvalidAudioError, SynthesisError
 from .phone_align import PhoneAligner
@@ -106,7 +105,7 @@ def synthesize_espeak(
         run_engine([*command, "-w", str(path), text], f"speak {text!r}")
         if not path.is_file():
             raise SynthesisError(f"espeak-ng wrote no wav for {text!r}")
-        samples = read_audio(path, sample_rate)
+        samples = _read_audio(path, sample_rate)
     return AlignedSpeech(text, voice, samples, sample_rate, _align(aligner, samples, text))
 
 
@@ -128,7 +127,7 @@ def iter_recordings(
             continue
         text = " ".join(transcript.read_text(encoding="utf-8").split())
         try:
-            samples = read_audio(path, sample_rate)
+            samples = _read_audio(path, sample_rate)
             phones = _align(aligner, samples, text)
         except (InvalidAudioError, SynthesisError) as exc:
             logger.warning("skipping %s: %s", path.name, exc)
@@ -157,3 +156,11 @@ def _align(aligner: PhoneAligner, samples: np.ndarray, text: str) -> tuple[Phone
     if not any(p.symbol != "SIL" for p in tiled):
         raise SynthesisError(f"the alignment of {text!r} holds no phones")
     return tuple(tiled)
+
+
+def _read_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """engines.audio.decoding.read_audio, imported when a file is read: it loads PyAV
+    (FFmpeg), which a GPU box running only the engines and their tests may lack."""
+    from ..audio.decoding import read_audio
+
+    return read_audio(path, sample_rate)
