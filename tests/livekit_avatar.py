@@ -26,28 +26,18 @@ import argparse
 import asyncio
 import json
 import time
-import wave
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner, QueueAudioOutput
 from livekit.agents.voice.io import PlaybackFinishedEvent
 
 from server.integrations.livekit import FacecastVideoGenerator
 from server.integrations.session_link import LinkConfig
-
-CHUNK_S = 0.02
-
-
-def read_wav(path: Path) -> tuple[bytes, int]:
-    with wave.open(str(path), "rb") as wav:
-        if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
-            raise ValueError(f"{path}: expected 16-bit mono")
-        return wav.readframes(wav.getnframes()), wav.getframerate()
+from tests.framework_cli import CHUNK_S, parse_run_arguments, read_wav, save_recording
 
 
 class Subscriber:
@@ -163,16 +153,8 @@ async def main_run(args: argparse.Namespace) -> None:
 
 
 def save(out: Path, agent: Agent, sub: Subscriber, timeline: dict, left: list) -> None:
-    out.mkdir(parents=True, exist_ok=True)
     assert sub.size is not None
-    width, height = sub.size
-    frames = np.lib.format.open_memmap(
-        out / "frames.npy", mode="w+", dtype=np.uint8, shape=(len(sub.pixels), height, width, 3)
-    )
-    for index, image in enumerate(sub.pixels):
-        frames[index] = np.frombuffer(image, np.uint8).reshape(height, width, 3)
-    frames.flush()
-    np.save(out / "audio.npy", np.frombuffer(b"".join(sub.pcm), np.int16))
+    save_recording(out, sub.pixels, sub.size, sub.pcm)
     summary = {
         "timeline": timeline,
         "video_at": sub.video_at,
@@ -188,14 +170,7 @@ def save(out: Path, agent: Agent, sub: Subscriber, timeline: dict, left: list) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--speech", type=Path, required=True)
-    parser.add_argument("--long-speech", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--interrupt-after", type=float, default=0.85)
-    asyncio.run(main_run(parser.parse_args()))
+    asyncio.run(main_run(parse_run_arguments(__doc__.splitlines()[0])))
 
 
 if __name__ == "__main__":

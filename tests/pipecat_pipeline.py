@@ -25,12 +25,10 @@ import argparse
 import asyncio
 import json
 import time
-import wave
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 from PIL import Image
 from pipecat.frames.frames import (
     EndFrame,
@@ -49,16 +47,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from server.integrations.pipecat import FacecastVideoService
-
-CHUNK_S = 0.02
-
-
-def read_wav(path: Path) -> tuple[bytes, int]:
-    """s16le mono PCM and its rate."""
-    with wave.open(str(path), "rb") as wav:
-        if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
-            raise ValueError(f"{path}: expected 16-bit mono")
-        return wav.readframes(wav.getnframes()), wav.getframerate()
+from tests.framework_cli import CHUNK_S, parse_run_arguments, read_wav, save_recording
 
 
 class SpeechSource(FrameProcessor):
@@ -199,15 +188,7 @@ async def refused_portrait(url: str) -> list[str]:
 def save(
     out: Path, source: SpeechSource, sink: FaceSink, timeline: dict, left: list, errors: list
 ) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    width, height = sink.video[0][2]
-    frames = np.lib.format.open_memmap(
-        out / "frames.npy", mode="w+", dtype=np.uint8, shape=(len(sink.pixels), height, width, 3)
-    )
-    for index, image in enumerate(sink.pixels):
-        frames[index] = np.frombuffer(image, np.uint8).reshape(height, width, 3)
-    frames.flush()
-    np.save(out / "audio.npy", np.frombuffer(b"".join(sink.pcm), np.int16))
+    frames = save_recording(out, sink.pixels, sink.video[0][2], sink.pcm)
     for index in (0, len(frames) // 3, len(frames) // 2, len(frames) - 1):
         Image.fromarray(frames[index]).save(out / f"frame_{index:04d}.png")
     summary = {
@@ -229,14 +210,7 @@ def save(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--speech", type=Path, required=True)
-    parser.add_argument("--long-speech", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--interrupt-after", type=float, default=0.85)
-    asyncio.run(main_run(parser.parse_args()))
+    asyncio.run(main_run(parse_run_arguments(__doc__.splitlines()[0])))
 
 
 if __name__ == "__main__":
