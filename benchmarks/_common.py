@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks._cpu import cpu_model  # noqa: E402
 from tests.loopback import use_loopback_ice  # noqa: E402
 
 # Benchmarks speak only to loopback: their peers offer 127.0.0.1 candidates only.
@@ -67,16 +68,6 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _video_encoder() -> str:
     """The H.264 encoder Mp4Writer picks on this machine (it opens a throwaway file)."""
     import tempfile
@@ -98,7 +89,7 @@ def machine_info() -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

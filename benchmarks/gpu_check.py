@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from benchmarks import gpu_check_inputs as inputs
+from benchmarks._cpu import cpu_model
 from benchmarks.gpu_check_render import RenderSizes, check_correctness, check_renderer_fps
 from benchmarks.gpu_check_report import Report, table
 from benchmarks.gpu_check_streams import StreamSizes, check_memory, check_sampler, check_sessions
@@ -102,16 +103,6 @@ def sizes_for(cpu: bool, quick: bool) -> Sizes:
     return Sizes(render, streams)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _nvidia_smi() -> dict[str, str]:
     query = "name,driver_version,memory.total,memory.free,clocks.sm,clocks.max.sm"
     try:
@@ -136,7 +127,7 @@ def machine() -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     info: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
