@@ -63,6 +63,7 @@ def pipecat_run(live_server: LiveServer, tmp_path_factory: pytest.TempPathFactor
 
 def test_frames_flow_at_the_session_rate_with_monotonic_pts(pipecat_run: PipecatRun) -> None:
     run, summary = pipecat_run, pipecat_run.summary
+    run.skip_if_starved()
     assert {tuple(v["size"]) for v in summary["video"]} == {(512, 512)}
     assert {v["format"] for v in summary["video"]} == {"RGB"}
     assert {(a["kind"], a["rate"], a["channels"]) for a in summary["audio"]} == {
@@ -83,7 +84,10 @@ def test_frames_flow_at_the_session_rate_with_monotonic_pts(pipecat_run: Pipecat
     assert np.all(np.diff(run.pts) > 0) and np.all(np.diff(run.audio_pts) > 0)
     assert np.median(np.diff(run.pts)) == pytest.approx(1 / FPS, abs=1e-4)
     assert np.median(np.diff(run.audio_pts)) == pytest.approx(0.02, abs=1e-4)
-    assert np.diff(run.pts).max() < 3.5 / FPS
+    # A hole in the pts is a frame the server says it could not render in time.
+    steps = np.round(np.diff(run.pts) * FPS).astype(int)
+    missing = int((steps - 1).clip(min=0).sum())
+    assert missing <= run.timeline["dropped_frames"] + 2, (missing, run.load_note())
     # One clock for both tracks: the same offset from arrival, and no drift over the run.
     lag_video, lag_audio = run.at - run.pts, run.audio_at - run.audio_pts
     offset = np.median(lag_video) - np.median(lag_audio)
@@ -95,6 +99,7 @@ def test_frames_flow_at_the_session_rate_with_monotonic_pts(pipecat_run: Pipecat
 
 def test_mouth_opens_with_the_speech_and_rests_before_and_after(pipecat_run: PipecatRun) -> None:
     run = pipecat_run
+    run.skip_if_starved()
     heard_from, heard_to = run.speech_span(50)
     speaking = run.gaps[(run.at > heard_from + 0.1) & (run.at < heard_to - 0.1)]
     before = run.gaps[run.at < heard_from - 0.2]
@@ -111,6 +116,7 @@ def test_mouth_opens_with_the_speech_and_rests_before_and_after(pipecat_run: Pip
 
 def test_interruption_stops_mouth_and_sound_within_300_ms(pipecat_run: PipecatRun) -> None:
     run = pipecat_run
+    run.skip_if_starved()
     cut = run.timeline["second"]["interrupt"]
     assert run.summary["sink_interrupts"][0] - cut < 0.3  # passed on at once
     note = run.load_note()
@@ -137,6 +143,7 @@ def test_audio_and_video_stay_aligned(pipecat_run: PipecatRun) -> None:
     two frame periods. (The first opening alone would mislead: "Bob" starts with
     its lips shut while the b is already heard.)"""
     run = pipecat_run
+    run.skip_if_starved()
     heard_from, heard_to = run.speech_span(50)
     window = np.flatnonzero((run.at > heard_from - 0.3) & (run.at < heard_to + 0.3))
     lags = range(-5, 6)  # frames; positive: the mouth after the sound
