@@ -31,7 +31,9 @@ from tests.speech import SpeechClip, flite_voices, make_speech_clip, tts_availab
 
 FPS = 25
 TTS_RATE = 24000  # a common TTS output rate; the adapters declare it to the session
-CUT_AFTER_S = 0.85  # on the open vowel of "long", so the mouth is open at the cut
+# Sent this far into "This is a long announcement...": the face, ~0.3 s behind the sender,
+# is then on "long an-" (open vowels), so the mouth is open when the cut arrives.
+CUT_AFTER_S = 1.3
 FIRST_TEXT = "Bob bought a large hot pot of apple jam, and Pam laughed out loud at the cat."
 SECOND_TEXT = (
     "This is a long announcement that keeps going for quite a while, so that we "
