@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks._cpu import cpu_model  # noqa: E402
+from benchmarks._machine import host_info  # noqa: E402
 from tests.loopback import use_loopback_ice  # noqa: E402
 
 # Benchmarks speak only to loopback: their peers offer 127.0.0.1 candidates only.
@@ -86,22 +84,12 @@ def machine_info() -> dict[str, Any]:
     """What the numbers were measured on; call at the start of a benchmark."""
     import av
 
-    cuda = torch.cuda.is_available()
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        **host_info(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "cuda_available": cuda,
-        "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "pyav": av.__version__,
         "video_encoder": _video_encoder(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
-        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
     }
 
 

@@ -23,10 +23,8 @@ without a GPU. Results: OUT_DIR/gpu_check.{json,md} (gpu_check_cpu.* with
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -39,7 +37,7 @@ import numpy as np
 import torch
 
 from benchmarks import gpu_check_inputs as inputs
-from benchmarks._cpu import cpu_model
+from benchmarks._machine import host_info
 from benchmarks.gpu_check_render import RenderSizes, check_correctness, check_renderer_fps
 from benchmarks.gpu_check_report import Report, table
 from benchmarks.gpu_check_streams import StreamSizes, check_memory, check_sampler, check_sessions
@@ -126,17 +124,9 @@ def machine() -> dict[str, Any]:
     """What the numbers were measured on (benchmarks._common.machine_info needs PyAV)."""
     cuda = torch.cuda.is_available()
     info: dict[str, Any] = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        **host_info(),
         "torch_cuda": torch.version.cuda,
         "numpy": np.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if cuda else None,
-        "loadavg_start": [round(v, 2) for v in os.getloadavg()],
     }
     if cuda:
         props = torch.cuda.get_device_properties(0)
