@@ -39,6 +39,11 @@ SECOND_TEXT = (
     "This is a long announcement that keeps going for quite a while, so that we "
     "can cut it short in the middle and check that the face goes quiet at once."
 )
+# Best-correlation lag of the mouth against the sound, in frames (positive: the mouth
+# after the sound): ITU-R BT.1359 finds sound after picture undetectable up to about
+# 125 ms and sound before picture up to about 45 ms, so the mouth may lead by 3 frames
+# at 25 fps and trail by 1.
+SYNC_LAGS = (-3, 1)
 OPEN, CLOSED = 0.04, 0.02  # inner-lip gap / face height (as tests/test_live_session.py)
 LOUD, SILENT = 0.01, 0.001  # RMS of full scale
 

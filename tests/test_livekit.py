@@ -25,6 +25,7 @@ from tests.framework_runs import (
     FPS,
     OPEN,
     SILENT,
+    SYNC_LAGS,
     Recorded,
     measure,
     run_in_venv,
@@ -133,7 +134,7 @@ def test_audio_and_video_leave_the_runner_aligned(avatar_run: AvatarRun) -> None
     lags = range(-5, 6)  # frames; positive: the mouth after the sound
     r = [np.corrcoef(run.gaps[window], loudness[window - lag])[0, 1] for lag in lags]
     best = list(lags)[int(np.argmax(r))]
-    assert abs(best) <= 2 and max(r) > 0.4, (
+    assert SYNC_LAGS[0] <= best <= SYNC_LAGS[1] and max(r) > 0.4, (
         dict(zip(lags, np.round(r, 2), strict=True)),
         run.load_note(),
     )
