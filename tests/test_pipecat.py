@@ -141,8 +141,8 @@ def test_audio_and_video_stay_aligned(pipecat_run: PipecatRun) -> None:
 
     Frame by frame (as the sink received them), the inner-lip gap against the RMS
     of the audio arriving with the frame: the lag of best correlation is inside
-    SYNC_LAGS (what viewers do not notice). (The first opening alone would mislead: "Bob" starts with
-    its lips shut while the b is already heard.)"""
+    SYNC_LAGS (what viewers do not notice). (The first opening alone would
+    mislead: "Bob" starts with its lips shut while the b is already heard.)"""
     run = pipecat_run
     run.skip_if_starved()
     heard_from, heard_to = run.speech_span(50)
