@@ -36,7 +36,6 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,22 +52,17 @@ from benchmarks._common import (
     summarize,
     timed_calls,
 )
+from benchmarks._streams import CHUNK, RATE, EngineStream, largest_holding
 from engines.audio.decoding import read_audio
-from engines.backends.registry import BACKEND_NAMES, BackendConfig, check_backends, frame_renderer
+from engines.backends.registry import BACKEND_NAMES, BackendConfig, check_backends
 from engines.errors import BackendUnavailableError
 from engines.face.encoder import FaceEncoder
-from engines.motion import MotionConfig
-from engines.motion.learned import LearnedMotion
-from engines.render.renderer import RendererConfig
-from engines.types import AudioChunk, MotionWindow
 from server.mp4_output import Mp4Writer
 
 __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
-RATE = 16000
-CHUNK = 640  # 40 ms: what the live server pushes per tick at 25 fps
 # Every backend, plus the split CPU setup: torch renders, onnxruntime samples motion.
 DEFAULT_SETUPS = (*BACKEND_NAMES, "torch-cpu/onnxruntime")
 STREAM_RATES = (25, 30, 40)  # 25: the CPU budget's rate; 30 and 40: the GPU's
@@ -80,34 +74,8 @@ def _sync(backend: BackendConfig) -> None:
         torch.cuda.synchronize()
 
 
-class _Stream:
-    """One stream's engines: motion source + renderer, fed 40 ms chunks of a looping clip."""
-
-    def __init__(self, avatar: Any, speech: np.ndarray, backend: BackendConfig, seed: int) -> None:
-        self.motion = LearnedMotion(MotionConfig(), 25, seed=seed, backend=backend)
-        self.renderer = frame_renderer(avatar, RendererConfig(), backend)
-        self.speech = speech
-        self.position = 0
-
-    def push(self) -> MotionWindow:
-        """The next 40 ms of the looping clip into the motion source; the motion it yields."""
-        start = self.position % (len(self.speech) - CHUNK)
-        chunk = AudioChunk(self.speech[start : start + CHUNK], RATE, self.position)
-        self.position += CHUNK
-        return self.motion.push(chunk)
-
-    def step(self, sink: Callable[[np.ndarray], object] | None = None) -> int:
-        """Push one chunk; render what it yields (into sink, if given); frames rendered."""
-        window = self.push()
-        for values in window.values:
-            rgb = self.renderer.render(values[None])[0]
-            if sink is not None:
-                sink(rgb)
-        return len(window)
-
-
 def _stage_times(avatar: Any, speech: np.ndarray, backend: BackendConfig, repeats: int) -> dict:
-    stream = _Stream(avatar, speech, backend, seed=0)
+    stream = EngineStream(speech, backend, seed=0, avatar=avatar)
     motion = stream.motion
     for _ in range(10):  # a receptive field of features, and warm caches
         stream.step()
@@ -145,7 +113,7 @@ def _stage_times(avatar: Any, speech: np.ndarray, backend: BackendConfig, repeat
 
 
 def _one_stream(avatar: Any, speech: np.ndarray, backend: BackendConfig, seconds: float) -> dict:
-    stream = _Stream(avatar, speech, backend, seed=1)
+    stream = EngineStream(speech, backend, seed=1, avatar=avatar)
     size = stream.renderer.image_size
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -169,7 +137,7 @@ def _first_frame(avatar: Any, speech: np.ndarray, backend: BackendConfig, runs: 
     times = []
     for seed in range(runs):
         start = time.perf_counter()
-        stream = _Stream(avatar, speech, backend, seed=seed)
+        stream = EngineStream(speech, backend, seed=seed, avatar=avatar)
         while stream.step() == 0:
             pass
         _sync(backend)
@@ -179,14 +147,14 @@ def _first_frame(avatar: Any, speech: np.ndarray, backend: BackendConfig, runs: 
 
 def _streams_fps(avatar: Any, speech: np.ndarray, backend: BackendConfig, n: int, frames: int):
     """Slowest stream's fps with n streams rendering `frames` frames each, concurrently."""
-    streams = [_Stream(avatar, speech, backend, seed=i) for i in range(n)]
+    streams = [EngineStream(speech, backend, seed=i, avatar=avatar) for i in range(n)]
     for stream in streams:
         for _ in range(3):
             stream.step()
     barrier = threading.Barrier(n)
     fps: list[float] = []
 
-    def run(stream: _Stream) -> None:
+    def run(stream: EngineStream) -> None:
         barrier.wait()
         start, done = time.perf_counter(), 0
         while done < frames:
@@ -214,26 +182,20 @@ def _capacity(
             logger.info("%s: %d streams -> slowest %.1f fps", backend.label, n, tried[n])
         return tried[n] >= target
 
-    if not holds(1):
+    good, _, _ = largest_holding(holds, cap)
+    if good == 0:
         return {"streams": 0, "tried": {"1": round(tried[1], 1)}}
-    good, bad = 1, None
-    while bad is None and good < cap:
-        n = min(good * 2, cap)
-        good, bad = (n, None) if holds(n) else (good, n)
-    while bad is not None and bad - good > 1:
-        mid = (good + bad) // 2
-        good, bad = (mid, bad) if holds(mid) else (good, mid)
     return {"streams": good, "tried": {str(k): round(v, 1) for k, v in sorted(tried.items())}}
 
 
 def _gpu_memory_per_stream(avatar: Any, speech: np.ndarray, backend: BackendConfig) -> float | None:
     if not torch.cuda.is_available() or backend.name != "torch-cuda":
         return None
-    first = _Stream(avatar, speech, backend, seed=0)
+    first = EngineStream(speech, backend, seed=0, avatar=avatar)
     first.step()
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
-    second = _Stream(avatar, speech, backend, seed=1)
+    second = EngineStream(speech, backend, seed=1, avatar=avatar)
     for _ in range(3):
         second.step()
     torch.cuda.synchronize()

@@ -1,7 +1,7 @@
 """The GPU check's session checks: the batched sampler, sessions per box, memory per stream.
 
-Streams are engines only (as benchmarks.bench_engines runs them, reimplemented
-here because bench_engines imports PyAV at load): each is a LearnedMotion fed
+Streams are engines only, benchmarks._streams.EngineStream as bench_engines runs
+them (that module loads no PyAV): each is a LearnedMotion fed
 40 ms chunks of a looping speech clip, and for the session checks its own
 frame renderer, on its own thread.
 
@@ -29,21 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks._streams import EngineStream, largest_holding
 from benchmarks.gpu_check_report import Report, against
 from engines.backends.batching import CoalescingDenoiser
-from engines.backends.registry import BackendConfig, frame_renderer
+from engines.backends.registry import BackendConfig
 from engines.face.avatar import Avatar
-from engines.motion import MotionConfig
-from engines.motion.learned import LearnedMotion
-from engines.render.renderer import RendererConfig
-from engines.types import AudioChunk, MotionWindow
 
 __all__ = ["StreamSizes", "check_sampler", "check_sessions", "check_memory"]
 
 logger = logging.getLogger(__name__)
 
-RATE = 16000
-CHUNK = 640  # 40 ms, what the live server pushes per tick
 SESSION_FPS = 30.0  # issue 15: sessions per box at 30 fps, target >= 32 on an H200 box
 SESSIONS_TARGET = 32
 SAMPLER_MS_TARGET = 3.0  # issue 15: sampled motion <= 3 ms per frame per session, batched
@@ -60,40 +55,7 @@ class StreamSizes:
     memory_streams: int  # extra streams in the memory check
 
 
-class _Stream:
-    """One session's engines: motion source (+ renderer) fed 40 ms chunks of a looping clip."""
-
-    def __init__(
-        self,
-        speech: np.ndarray,
-        backend: BackendConfig,
-        seed: int,
-        fps: float,
-        avatar: Avatar | None = None,
-    ) -> None:
-        self.motion = LearnedMotion(MotionConfig(), fps, seed=seed, backend=backend)
-        self.renderer = (
-            None if avatar is None else frame_renderer(avatar, RendererConfig(), backend)
-        )
-        self.speech, self.position = speech, 0
-        self.offset = seed * 7 * CHUNK  # where in the clip this session starts: not in lockstep
-
-    def push(self) -> MotionWindow:
-        start = (self.offset + self.position) % (len(self.speech) - CHUNK)
-        chunk = AudioChunk(self.speech[start : start + CHUNK], RATE, self.position)
-        self.position += CHUNK
-        return self.motion.push(chunk)
-
-    def step(self) -> int:
-        """Push one chunk, render what it yields one frame at a time; frames made."""
-        window = self.push()
-        if self.renderer is not None:
-            for values in window.values:
-                self.renderer.render(values[None])
-        return len(window)
-
-
-def _run_threads(streams: list[_Stream], frames: int) -> tuple[list[float], float, float]:
+def _run_threads(streams: list[EngineStream], frames: int) -> tuple[list[float], float, float]:
     """Each stream on its own thread until it made `frames` frames, started together.
 
     Returns (fps of each stream, wall seconds of the slowest, process CPU cores used).
@@ -102,7 +64,7 @@ def _run_threads(streams: list[_Stream], frames: int) -> tuple[list[float], floa
     fps: list[float] = []
     errors: list[BaseException] = []
 
-    def run(stream: _Stream) -> None:
+    def run(stream: EngineStream) -> None:
         try:
             barrier.wait()
             start, done = time.perf_counter(), 0
@@ -127,7 +89,7 @@ def _run_threads(streams: list[_Stream], frames: int) -> tuple[list[float], floa
     return fps, wall, cores
 
 
-def _coalescer(streams: list[_Stream]) -> CoalescingDenoiser:
+def _coalescer(streams: list[EngineStream]) -> CoalescingDenoiser:
     """The CoalescingDenoiser every stream's sampler calls (made shared for torch-cpu)."""
     shared = streams[0].motion.sampler.denoiser
     if not isinstance(shared, CoalescingDenoiser):  # torch-cpu: each session calls the module
@@ -141,7 +103,9 @@ def check_sampler(
     report: Report, speech: np.ndarray, backend: BackendConfig, sizes: StreamSizes
 ) -> None:
     for n in sizes.sessions:
-        streams = [_Stream(speech, backend, seed=i, fps=25.0) for i in range(n)]
+        streams = [
+            EngineStream(speech, backend, seed=i, fps=25.0, offset_chunks=7 * i) for i in range(n)
+        ]
         coalescer = _coalescer(streams)
         for s in streams:  # a receptive field of features, and warm kernels
             for _ in range(10):
@@ -170,11 +134,12 @@ class _Pool:
 
     def __init__(self, avatar: Avatar, speech: np.ndarray, backend: BackendConfig) -> None:
         self.avatar, self.speech, self.backend = avatar, speech, backend
-        self.streams: list[_Stream] = []
+        self.streams: list[EngineStream] = []
 
-    def take(self, n: int) -> list[_Stream]:
+    def take(self, n: int) -> list[EngineStream]:
         while len(self.streams) < n:
-            s = _Stream(self.speech, self.backend, len(self.streams), SESSION_FPS, self.avatar)
+            seed = len(self.streams)
+            s = EngineStream(self.speech, self.backend, seed, SESSION_FPS, self.avatar, 7 * seed)
             for _ in range(3):  # features, and the renderer's graph capture
                 s.step()
             self.streams.append(s)
@@ -185,7 +150,6 @@ def _capacity(pool: _Pool, sizes: StreamSizes) -> tuple[int, dict[int, dict[str,
     """Largest N whose slowest stream holds SESSION_FPS: doubling, then bisecting."""
     tried: dict[int, dict[str, float]] = {}
     deadline = time.perf_counter() + sizes.capacity_budget_s
-    stop = ""
 
     def holds(n: int) -> bool:
         if n not in tried:
@@ -198,22 +162,14 @@ def _capacity(pool: _Pool, sizes: StreamSizes) -> tuple[int, dict[int, dict[str,
             logger.info("%d streams: slowest %.1f fps, %.2f cores", n, min(fps), cores)
         return tried[n]["slowest_fps"] >= SESSION_FPS
 
-    if not holds(1):
-        return 0, tried, stop
-    good, bad = 1, None
-    while bad is None and good < sizes.capacity_cap:
-        if time.perf_counter() > deadline:
-            return good, tried, f"time budget ({sizes.capacity_budget_s:g} s) spent while doubling"
-        n = min(good * 2, sizes.capacity_cap)
-        good, bad = (n, None) if holds(n) else (good, n)
-    while bad is not None and bad - good > 1 and time.perf_counter() < deadline:
-        mid = (good + bad) // 2
-        good, bad = (mid, bad) if holds(mid) else (good, mid)
-    if bad is not None and bad - good > 1:
-        stop = f"time budget spent: between {good} and {bad}"
-    elif bad is None:
-        stop = f"held at the cap ({sizes.capacity_cap}); more may fit"
-    return good, tried, stop
+    good, bad, doubling_cut = largest_holding(holds, sizes.capacity_cap, deadline)
+    if doubling_cut:
+        return good, tried, f"time budget ({sizes.capacity_budget_s:g} s) spent while doubling"
+    if bad is None:
+        return good, tried, f"held at the cap ({sizes.capacity_cap}); more may fit"
+    if bad - good > 1:
+        return good, tried, f"time budget spent: between {good} and {bad}"
+    return good, tried, ""
 
 
 def media_cores_per_session(fps: float) -> tuple[float | None, str]:
@@ -324,11 +280,14 @@ def check_memory(
             _rss_mib(),
         )
 
-    first = _Stream(speech, backend, 0, SESSION_FPS, avatar)
+    first = EngineStream(speech, backend, 0, SESSION_FPS, avatar)
     for _ in range(3):
         first.step()
     before = snapshot()
-    more = [_Stream(speech, backend, i + 1, SESSION_FPS, avatar) for i in range(extra)]
+    more = [
+        EngineStream(speech, backend, i + 1, SESSION_FPS, avatar, offset_chunks=7 * (i + 1))
+        for i in range(extra)
+    ]
     for s in more:
         for _ in range(3):
             s.step()
