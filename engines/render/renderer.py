@@ -38,6 +38,10 @@ _POSE = slice(0, len(POSE_NAMES))
 _EXPR = slice(len(POSE_NAMES), len(POSE_NAMES) + len(EXPRESSION_NAMES))
 _GAZE = slice(len(POSE_NAMES) + len(EXPRESSION_NAMES), MOTION_DIM)
 _BLINK = (index_of("eyeBlinkRight"), index_of("eyeBlinkLeft"))
+# Share of the socket's shadow a shut lid sheds: the lid bulges over the eyeball
+# towards the light, so in photographs a closed lid is about as bright as the
+# skin beside it, not a dark patch.
+_LID_LIFT = 0.8
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class FaceRenderer(nn.Module):
     output_points: torch.Tensor
     iris_radius: torch.Tensor  # 2
     palette: torch.Tensor
-    cheek: torch.Tensor  # 4: the cheeks' colour per unit luminance, then their luminance
+    lid_tone: torch.Tensor  # 1x4x(2*side*side): per eye, its cheek's colour per unit luma, luma
     lash_colour: torch.Tensor  # 3
     luma_weights: torch.Tensor  # 1x3x1
 
@@ -132,7 +136,6 @@ class FaceRenderer(nn.Module):
         self.register_buffer("field_points", pixel_grid(self.field_size, self.image_size))
         self.register_buffer("output_points", pixel_grid(self.image_size, self.image_size))
         self.register_buffer("iris_radius", torch.from_numpy(_iris_radii(lm)))
-        self.register_buffer("cheek", torch.from_numpy(_cheek_tone(avatar.image, lm)))
         self.register_buffer("lash_colour", torch.from_numpy(_lash_colour(avatar.image, lm)))
         self.register_buffer("luma_weights", torch.from_numpy(LUMA_WEIGHTS)[None, :, None])
         tint, colour_share = portrait_tone(avatar.image)
@@ -143,6 +146,14 @@ class FaceRenderer(nn.Module):
         eye_width = float(np.linalg.norm(lm[263, :2] - lm[362, :2]))
         # Output pixels around each eye that a shut lid can cover.
         self.lid_window = min(self.image_size, int(np.ceil(eye_width * 1.6 / 8) * 8))
+        # Each lid is lit like the cheek under its own eye: on a face lit from one
+        # side the two sockets differ by 2x, and one tone for both leaves one lid a
+        # dark patch while the other glows.
+        tone = torch.from_numpy(_cheek_tone(avatar.image, lm))  # 2x4
+        per_pixel = tone.repeat_interleave(self.lid_window**2, dim=0).t()[None]
+        self.register_buffer("lid_tone", per_pixel.contiguous())
+        self.lid_blur = max(3, int(0.25 * eye_width) | 1)
+        self.lid_lift = _LID_LIFT
         self.eye_window = min(
             self.field_size, int(np.ceil(eye_width * 2.4 / (self.image_size / self.field_size)))
         )
@@ -197,11 +208,19 @@ class FaceRenderer(nn.Module):
         flat = frames.reshape(b, 3, s * s)
         region = flat.gather(2, index)
         luma = (region * self.luma_weights).sum(1, keepdim=True)
-        # Half the shortfall, added in the cheek's own colour: the lid keeps its
-        # modelling and grain, brighter skin and the lash line keep theirs, and
-        # brown shadow does not turn orange as under a gain.
-        short = (self.cheek[3] - luma).clamp(min=0.0)
-        lit = region + (0.5 * covered * short) * self.cheek[None, :3, None]
+        # The lid sheds the socket's shadow: the shortfall of the smoothed luma from
+        # the cheek's is added in the cheek's own colour, so the lid keeps its grain
+        # and fine modelling, and brown shadow does not turn orange as under a gain.
+        # Brighter pixels and the lash line keep theirs.
+        shading = F.avg_pool2d(
+            luma.view(b * 2, 1, side, side),
+            self.lid_blur,
+            stride=1,
+            padding=self.lid_blur // 2,
+            count_include_pad=False,
+        ).view(b, 1, -1)
+        change = (self.lid_tone[:, 3:] - shading).clamp(min=0.0) * self.lid_lift
+        lit = region + (covered * change) * self.lid_tone[:, :3]
         lit = torch.lerp(lit, self.lash_colour[None, :, None], torch.cat(lashes, -1))
         return flat.scatter_(2, index, lit).view(b, 3, s, s)
 
@@ -320,21 +339,22 @@ def _smooth_depth(landmarks: np.ndarray, detail: float) -> np.ndarray:
 
 
 def _cheek_tone(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """(r, g, b, y): the colour per unit luminance and the luminance in [0, 1] of the
-    cheeks just below the eyes, where the socket's shadow has ended."""
+    """Per eye, right first, (r, g, b, y): the colour per unit luminance and the
+    luminance in [0, 1] of the cheek just below it, where the socket's shadow ends."""
     rgb = image.astype(np.float32) / 255.0
     size = image.shape[0]
-    patches = []
+    tones = []
     for lower in (fl.RIGHT_EYE_LOWER, fl.LEFT_EYE_LOWER):
         eye = landmarks[list(lower), :2]
         width = float(np.ptp(eye[:, 0]))
         x0, x1 = sorted(np.clip(eye[[2, -3], 0].astype(int), 0, size - 1))
         y = int(np.clip(eye[:, 1].max() + 0.45 * width, 0, size - 1))
         half = max(2, int(0.1 * width))
-        patches.append(rgb[max(0, y - half) : y + half + 1, x0 : x1 + 1].reshape(-1, 3))
-    colour = np.concatenate(patches).mean(0)
-    luma = float(colour @ LUMA_WEIGHTS)
-    return np.append(colour / max(luma, 1e-3), luma).astype(np.float32)
+        patch = rgb[max(0, y - half) : y + half + 1, x0 : x1 + 1].reshape(-1, 3)
+        colour = patch.mean(0)
+        luma = float(colour @ LUMA_WEIGHTS)
+        tones.append(np.append(colour / max(luma, 1e-3), luma))
+    return np.stack(tones).astype(np.float32)
 
 
 def _lash_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
