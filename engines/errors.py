@@ -10,6 +10,8 @@ __all__ = [
     "FaceTooSmallError",
     "InvalidAudioError",
     "AudioTooLongError",
+    "InvalidVideoError",
+    "VideoTooLargeError",
     "InvalidControlsError",
     "BackendUnavailableError",
     "SynthesisError",
@@ -43,6 +45,14 @@ class InvalidAudioError(FacecastError):
 
 class AudioTooLongError(InvalidAudioError):
     """The audio is longer than the limit it was given (a file, a queue)."""
+
+
+class InvalidVideoError(FacecastError):
+    """The file is not video we can decode, or holds no video frames."""
+
+
+class VideoTooLargeError(InvalidVideoError):
+    """The video's frames are larger than the limit it was given (verification)."""
 
 
 class InvalidControlsError(FacecastError, ValueError):

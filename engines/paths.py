@@ -16,6 +16,7 @@ __all__ = [
     "user_cache_dir",
     "avatar_cache_dir",
     "engine_cache_dir",
+    "provenance_dir",
 ]
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -44,3 +45,16 @@ def avatar_cache_dir() -> Path:
 def engine_cache_dir() -> Path:
     """Exported graphs and TensorRT plans: FACECAST_ENGINE_CACHE_DIR, else the user cache."""
     return user_cache_dir("FACECAST_ENGINE_CACHE_DIR", "engines")
+
+
+def provenance_dir() -> Path:
+    """The install's provenance state (instance id, development C2PA certificate):
+    FACECAST_PROVENANCE_DIR, else provenance/ in FACECAST_DATA_DIR (the server's data
+    folder), else the user cache. Kept, not a cache: a new folder means a new instance id."""
+    env = os.environ.get("FACECAST_PROVENANCE_DIR")
+    if env:
+        return Path(env)
+    data = os.environ.get("FACECAST_DATA_DIR")
+    if data:
+        return Path(data) / "provenance"
+    return user_cache_dir("FACECAST_PROVENANCE_DIR", "provenance")
