@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from engines.errors import FacecastError
 
 from .api_sessions import router as sessions_router
+from .api_verify import router as verify_router
 from .auth import require_token
 from .config import ServerConfig
 from .errors import status_of
@@ -69,12 +70,14 @@ def create_app(config: ServerConfig) -> FastAPI:
             config.max_audio_bytes,
             config.max_sdp_bytes,
             config.max_json_bytes,
+            config.max_video_bytes,
         ),
     )
     # Facecast's own errors carry their status; anything else is a bug and a 500.
     app.add_exception_handler(FacecastError, _facecast_error)
     protected = [Depends(require_token)]
     app.include_router(sessions_router, prefix="/api", dependencies=protected)
+    app.include_router(verify_router, prefix="/api", dependencies=protected)
     app.include_router(whep_router, dependencies=protected)
     app.include_router(websocket_router, prefix="/api")  # checks the token itself
     _add_misc_routes(app, state, protected)
@@ -101,7 +104,7 @@ def _add_misc_routes(app: FastAPI, state: ServerState, protected: list) -> None:
 
     @app.get("/api/health", dependencies=protected)
     async def health() -> dict[str, object]:
-        session = state.config.session
+        session, provenance = state.config.session, state.config.provenance
         return {
             "status": "ok",
             "sessions": len(state.sessions),
@@ -109,6 +112,11 @@ def _add_misc_routes(app: FastAPI, state: ServerState, protected: list) -> None:
             "backend": session.backend.name,
             "motion_backend": session.backend.motion.name,
             "motion": session.motion.kind,
+            # Provenance: whether every frame carries the invisible mark (off only when the
+            # operator turned it off), the visible label, and the mark's instance id.
+            "watermark": provenance.watermark,
+            "visible_label": provenance.visible_label,
+            "instance_id": f"{provenance.instance_id:06x}",
         }
 
     @app.get("/metrics", dependencies=protected, response_class=PlainTextResponse)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -18,6 +20,7 @@ from engines.face.encoder import FaceEncoder
 from engines.motion import MOTION_KINDS
 
 from .auth import TokenRedactingFilter
+from .config import provenance_config
 from .offline import RenderJobConfig, render_to_mp4
 
 __all__ = ["main"]
@@ -63,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion")
     _motion_arguments(render)
+    _provenance_arguments(render)
 
     prepare = sub.add_parser("prepare", help="analyse a portrait once and cache it")
     prepare.add_argument("--portrait", type=Path, help="photo or painting (default: built-in)")
@@ -71,6 +75,15 @@ def _parser() -> argparse.ArgumentParser:
     for flag, kind, text in _SERVE_OPTIONS:
         serve.add_argument(flag, type=kind, help=text)
     _motion_arguments(serve)
+    _provenance_arguments(serve)
+    verify = sub.add_parser(
+        "verify", help="is a video facecast output? reads the invisible mark and the C2PA manifest"
+    )
+    verify.add_argument("video", type=Path, help="any video FFmpeg reads")
+    verify.add_argument("--json", action="store_true", help="print the full report as JSON")
+    verify.add_argument(
+        "--max-frames", type=int, default=250, help="frames read from the start (default 250)"
+    )
     train = sub.add_parser("train", help="train the learned motion model on a synthesized corpus")
     train.add_argument("--steps", type=int, help="optimizer steps (default 20000)")
     train.add_argument("--corpus-size", type=int, help="utterances to synthesize (default 500)")
@@ -121,6 +134,41 @@ def _motion_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _provenance_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-watermark",
+        dest="watermark",
+        action="store_false",
+        default=None,
+        help="do NOT put the invisible provenance mark on frames (on by default; "
+        "/api/health reports it)",
+    )
+    parser.add_argument(
+        "--ai-label",
+        dest="visible_label",
+        action="store_true",
+        default=None,
+        help='draw a visible "AI-generated" label in the bottom-right corner',
+    )
+    parser.add_argument(
+        "--instance-id", help="this install's id in the mark, 6 hex digits (default: random, kept)"
+    )
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Exit 0: facecast output (the mark, or a valid AI-generated manifest); 1: neither."""
+    from engines.provenance import VerifyLimits, verify_video
+
+    report = verify_video(args.video, VerifyLimits(max_frames=args.max_frames))
+    if args.json:
+        print(json.dumps({"file": str(args.video), **report.to_dict()}, indent=2))
+    else:
+        print(f"{args.video}: {report.width}x{report.height}")
+        for line in report.describe():
+            print(f"  {line}")
+    return 0 if report.identified else 1
+
+
 def _train(args: argparse.Namespace) -> None:
     from engines.training.train import TrainConfig, train  # torch training: only this command
 
@@ -165,7 +213,12 @@ def _render(args: argparse.Namespace) -> None:
         )
         backend = BackendConfig(args.backend or "torch-cpu", motion_name=args.motion_backend)
         check_backends(backend)
-        config = RenderJobConfig.of(fps=args.fps, seed=args.seed, motion=motion, backend=backend)
+        provenance = provenance_config(
+            os.environ, args.watermark, args.visible_label, args.instance_id
+        )
+        config = RenderJobConfig.of(
+            provenance=provenance, fps=args.fps, seed=args.seed, motion=motion, backend=backend
+        )
         report = render_to_mp4(audio, args.output, args.portrait, config)
     for note in report.notes:
         print(f"note: {note}")
@@ -174,6 +227,9 @@ def _render(args: argparse.Namespace) -> None:
         f"{report.audio_s:.2f} s of audio in {report.wall_s:.2f} s "
         f"({report.realtime_factor:.1f}x real time)"
     )
+    mark = f"mark {report.mark_id}" if report.watermark else "NO invisible mark (--no-watermark)"
+    signer = "a development certificate" if report.development_certificate else "your certificate"
+    print(f"provenance: job {report.job_id}, {mark}; C2PA manifest signed with {signer}")
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -216,8 +272,13 @@ def _serve(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint,
         backend=args.backend,
         motion_backend=args.motion_backend,
+        watermark=args.watermark,
+        visible_label=args.visible_label,
+        instance_id=args.instance_id,
     )
     check_backends(config.session.backend)
+    if not config.provenance.watermark:
+        logger.warning("the invisible provenance mark is OFF (--no-watermark / FACECAST_WATERMARK)")
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_token is None:
         logger.warning(
             "listening on %s without FACECAST_API_TOKEN: anyone can connect", config.host
@@ -261,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command == "verify":
+            return _verify(args)
         {"render": _render, "prepare": _prepare, "serve": _serve, "train": _train}[args.command](
             args
         )

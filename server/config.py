@@ -18,12 +18,20 @@ from engines.face.encoder import FaceEncoderConfig
 from engines.motion import MOTION_KINDS, MotionConfig
 from engines.paths import avatar_cache_dir
 from engines.pipeline import LIVE_FPS, PipelineConfig, check_fps
+from engines.provenance import ProvenanceConfig, VerifyLimits, parse_instance_id
 from engines.render.renderer import RendererConfig
 
 from .encoders import X264_PRESET, check_x264_preset
 from .guard import default_allowed_hosts
 
-__all__ = ["IceServer", "SessionConfig", "ServerConfig", "load_config", "MAX_FPS"]
+__all__ = [
+    "IceServer",
+    "SessionConfig",
+    "ServerConfig",
+    "load_config",
+    "provenance_config",
+    "MAX_FPS",
+]
 
 MAX_FPS = LIVE_FPS[1]  # webrtc.configure_encoders raises aiortc's assumed rate to it
 
@@ -133,12 +141,24 @@ class ServerConfig:
     # x264 preset of live H.264 video (with tune=zerolatency); bench_encode.md measures them.
     h264_preset: str = X264_PRESET
     data_dir: Path = field(default_factory=lambda: avatar_cache_dir().parent)
+    # The instance id and development certificate; None: provenance/ in data_dir.
+    provenance_dir: Path | None = None
+    # POST /api/verify: the largest upload, and the frames and frame size it decodes.
+    max_video_bytes: int = 64 * 1024 * 1024
+    verify_limits: VerifyLimits = field(default_factory=VerifyLimits)
     session: SessionConfig = field(default_factory=SessionConfig)
     encoder: FaceEncoderConfig = field(default_factory=FaceEncoderConfig)
+    # The invisible mark (on unless turned off on purpose) and the optional visible label
+    # on every frame of every session; /api/health reports both.
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
 
     @property
     def portrait_dir(self) -> Path:
         return self.data_dir / "portraits"
+
+    @property
+    def provenance_state_dir(self) -> Path:
+        return self.provenance_dir or self.data_dir / "provenance"
 
     @property
     def audio_seconds_limit(self) -> float:
@@ -196,6 +216,16 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
         values["data_dir"] = Path(env["FACECAST_DATA_DIR"])
     if env.get("FACECAST_H264_PRESET"):
         values["h264_preset"] = env["FACECAST_H264_PRESET"]
+    if env.get("FACECAST_PROVENANCE_DIR"):
+        values["provenance_dir"] = Path(env["FACECAST_PROVENANCE_DIR"])
+    if "FACECAST_MAX_VIDEO_BYTES" in env:
+        values["max_video_bytes"] = int(env["FACECAST_MAX_VIDEO_BYTES"])
+    values["provenance"] = provenance_config(
+        env,
+        watermark=overrides.pop("watermark", None),
+        visible_label=overrides.pop("visible_label", None),
+        instance_id=overrides.pop("instance_id", None),
+    )
     motion = _motion_config(env, overrides.pop("motion", None), overrides.pop("checkpoint", None))
     backend = _backend_config(
         env, overrides.pop("backend", None), overrides.pop("motion_backend", None)
@@ -217,11 +247,52 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
     if config.max_portraits < 1:
         raise ValueError(f"max_portraits must be at least 1, got {config.max_portraits}")
     check_x264_preset(config.h264_preset)
+    if config.max_video_bytes < 1:
+        raise ValueError(f"max_video_bytes must be at least 1, got {config.max_video_bytes}")
     if config.peer_connect_timeout_s <= 0:
         raise ValueError(
             f"peer_connect_timeout_s must be > 0 seconds, got {config.peer_connect_timeout_s}"
         )
     return config
+
+
+def provenance_config(
+    env: Mapping[str, str],
+    watermark: object = None,
+    visible_label: object = None,
+    instance_id: object = None,
+) -> ProvenanceConfig:
+    """FACECAST_WATERMARK (0/off/false turns the invisible mark off), FACECAST_AI_LABEL,
+    FACECAST_INSTANCE_ID (hex), FACECAST_C2PA_CERT + FACECAST_C2PA_KEY (PEM paths), then
+    the flags (--no-watermark, --ai-label, --instance-id). `facecast render` uses it too."""
+    values: dict[str, Any] = {}
+    for key, name, flag in (
+        ("watermark", "FACECAST_WATERMARK", watermark),
+        ("visible_label", "FACECAST_AI_LABEL", visible_label),
+    ):
+        chosen = flag if flag is not None else _switch(env, name)
+        if chosen is not None:
+            values[key] = bool(chosen)
+    text = instance_id if instance_id is not None else env.get("FACECAST_INSTANCE_ID")
+    if text:
+        values["instance_id"] = parse_instance_id(str(text))
+    cert, private = env.get("FACECAST_C2PA_CERT"), env.get("FACECAST_C2PA_KEY")
+    if cert or private:
+        values["signing_cert"] = Path(cert) if cert else None
+        values["signing_key"] = Path(private) if private else None
+    return ProvenanceConfig(**values)
+
+
+def _switch(env: Mapping[str, str], name: str) -> bool | None:
+    """An on/off environment variable: 1/true/on/yes or 0/false/off/no; None when unset."""
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return None
+    if text in ("1", "true", "on", "yes"):
+        return True
+    if text in ("0", "false", "off", "no"):
+        return False
+    raise ValueError(f"{name} must be 1/true/on/yes or 0/false/off/no, got {env[name]!r}")
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -15,9 +15,11 @@ from engines.errors import (
     InvalidAudioError,
     InvalidControlsError,
     InvalidImageError,
+    InvalidVideoError,
     NoFaceError,
     NotAFaceError,
     SynthesisError,
+    VideoTooLargeError,
 )
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "PortraitStoreFullError",
     "SpeechQueueFullError",
     "SynthesisBusyError",
+    "VerifyBusyError",
     "ENGINE_STATUS",
     "status_of",
 ]
@@ -106,10 +109,18 @@ class SynthesisBusyError(ApiError):
     status = 429
 
 
+class VerifyBusyError(ApiError):
+    """Another video is being verified; verification runs one at a time."""
+
+    status = 429
+
+
 # What the engines' own errors mean for an HTTP client.
 ENGINE_STATUS: dict[type[FacecastError], int] = {
     InvalidImageError: 415,
     InvalidAudioError: 415,
+    VideoTooLargeError: 413,
+    InvalidVideoError: 415,
     AudioTooLongError: 413,
     NoFaceError: 422,
     NotAFaceError: 422,

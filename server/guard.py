@@ -54,7 +54,11 @@ class BodyRule:
 
 
 def body_rules(
-    max_portrait_bytes: int, max_audio_bytes: int, max_sdp_bytes: int, max_json_bytes: int
+    max_portrait_bytes: int,
+    max_audio_bytes: int,
+    max_sdp_bytes: int,
+    max_json_bytes: int,
+    max_video_bytes: int,
 ) -> tuple[BodyRule, ...]:
     """The routes that take bodies; anything else takes JSON up to max_json_bytes."""
     form_overhead = 64 * 1024  # multipart boundaries and part headers
@@ -65,6 +69,7 @@ def body_rules(
     return (
         rule(r"^/api/portraits$", "POST", max_portrait_bytes + form_overhead, MULTIPART),
         rule(r"^/api/sessions/[^/]+/audio$", "POST", max_audio_bytes + form_overhead, MULTIPART),
+        rule(r"^/api/verify$", "POST", max_video_bytes + form_overhead, MULTIPART),
         # JSON escapes every CR LF of the SDP: room for twice the SDP plus the envelope.
         rule(r"^/api/sessions/[^/]+/offer$", "POST", 2 * max_sdp_bytes + 1024, JSON),
         rule(r"^/whep(/sessions/[^/]+)?$", "POST", max_sdp_bytes, SDP),

@@ -4,6 +4,9 @@ The producer is an asyncio task that wakes once per video tick, takes that
 tick's audio from the speech queue, writes it to the playback ring, and hands
 it to the engines' Pipeline on the session's own one-thread executor, so the
 event loop never blocks and the model work of one session stays serial.
+Every rendered frame is marked there too (engines.provenance: the invisible
+mark and, if asked, the visible label), once per frame before any peer's
+encoder sees it, so WebRTC, WHEP and every viewer carry the same mark.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from engines.audio.ingest import PLAYBACK_RATE
 from engines.face.avatar import Avatar
 from engines.motion.controls import Controls
 from engines.pipeline import Pipeline
+from engines.provenance import FrameMarker, ProvenanceConfig
 from engines.types import Frame
 
 from .config import SessionConfig
@@ -57,9 +61,12 @@ class Session:
         metrics: ServerMetrics,
         pipeline: Pipeline,
         executor: ThreadPoolExecutor,
+        provenance: ProvenanceConfig,
     ) -> None:
         # The id is a capability (it addresses every route of the session): 128 random bits.
         self.id = secrets.token_hex(16)
+        # Its frames carry a hash of the id, never the id (anyone can read the mark).
+        self.marker = FrameMarker(provenance, self.id)
         self.portrait_id = portrait_id
         self.config = config
         self.created_at = time.time()
@@ -105,18 +112,19 @@ class Session:
         portrait_id: str,
         config: SessionConfig,
         metrics: ServerMetrics,
+        provenance: ProvenanceConfig,
         requested_at: float | None = None,
     ) -> Session:
-        """`requested_at` (time.monotonic()) is when the caller began, for first-frame time."""
+        """`requested_at` (time.monotonic()) is when the caller began, for first-frame time;
+        `provenance` says how frames are marked (its instance_id resolved)."""
         requested_at = time.monotonic() if requested_at is None else requested_at
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="facecast-session")
         loop = asyncio.get_running_loop()
         pipeline = await loop.run_in_executor(executor, Pipeline, avatar, config.pipeline)
-        session = cls(portrait_id, config, metrics, pipeline, executor)
+        session = cls(portrait_id, config, metrics, pipeline, executor, provenance)
         # The neutral frame is shown until the first paced frame: a viewer never waits on a tick.
-        neutral = await loop.run_in_executor(executor, pipeline.rest_frame)
-        assert neutral.rgb is not None
-        session._frames.put(StoredFrame(-1, neutral.rgb, time.monotonic()))
+        neutral = await loop.run_in_executor(executor, session._rest_frame)
+        session._frames.put(StoredFrame(-1, neutral, time.monotonic()))
         session._first_frame.set()
         session.first_frame_s = time.monotonic() - requested_at
         metrics.first_frame_seconds.observe(session.first_frame_s)
@@ -124,7 +132,13 @@ class Session:
             asyncio.create_task(session._produce(), name=f"produce-{session.id}"),
             asyncio.create_task(session._publish_stats(), name=f"stats-{session.id}"),
         ]
-        logger.info("session %s started (portrait %s)", session.id, portrait_id)
+        logger.info(
+            "session %s started (portrait %s, provenance mark %s%s)",
+            session.id,
+            portrait_id,
+            session.marker.mark_id,
+            "" if provenance.watermark else ", watermark OFF",
+        )
         return session
 
     # ---- outputs -----------------------------------------------------------------
@@ -313,13 +327,21 @@ class Session:
                 self._pipeline.skip()
                 continue
             try:
-                frames = await loop.run_in_executor(
-                    self._executor, self._pipeline.push, taken.speech, self._should_render
-                )
+                frames = await loop.run_in_executor(self._executor, self._step, taken.speech)
             except Exception:  # a transient fault repeats the last frame; the session goes on
                 logger.exception("session %s: frame step failed", self.id)
                 frames = []
             self._store(frames)
+
+    def _step(self, speech: np.ndarray) -> list[Frame]:
+        """On the executor: one tick's frames from the pipeline, marked."""
+        return self.marker.mark_frames(self._pipeline.push(speech, self._should_render))
+
+    def _rest_frame(self) -> np.ndarray:
+        """On the executor: the neutral frame, marked: (H, W, 3) uint8."""
+        rgb = self._pipeline.rest_frame().rgb
+        assert rgb is not None
+        return self.marker.mark(rgb)
 
     def _should_render(self, index: int) -> bool:
         if self.viewers == 0:

@@ -59,7 +59,12 @@ class SessionManager:
         try:
             avatar = await self._portraits.avatar(portrait_id)
             session = await Session.start(
-                avatar, portrait_id, session_config, self._metrics, requested_at
+                avatar,
+                portrait_id,
+                session_config,
+                self._metrics,
+                self._config.provenance,
+                requested_at,
             )
         finally:
             self._starting -= 1

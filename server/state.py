@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from starlette.requests import HTTPConnection
 
 from engines.face.avatar import Avatar
 from engines.face.encoder import FaceEncoder
 from engines.pipeline import Pipeline, set_threads
+from engines.provenance import with_instance_id
 
 from .config import ServerConfig
 from .errors import UnknownPeerError, UnknownSessionError
@@ -40,9 +41,13 @@ class ServerState:
     sessions: SessionManager
     speech: SpeechSynthesizer
     links: dict[str, PeerLink] = field(default_factory=dict)
+    verify_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # POST /api/verify
 
     @classmethod
     def build(cls, config: ServerConfig) -> ServerState:
+        # The install's instance id, read (or made) once: every session's mark carries it.
+        provenance = with_instance_id(config.provenance, config.provenance_state_dir)
+        config = replace(config, provenance=provenance)
         holder: list[SessionManager] = []
         metrics = ServerMetrics(sessions_active=lambda: len(holder[0]) if holder else 0)
         limits = PortraitStoreLimits(
