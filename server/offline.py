@@ -165,5 +165,5 @@ def _render(
 def _write(frames: list[Frame], writer: Mp4Writer, marker: FrameMarker) -> int:
     for frame in frames:
         assert frame.rgb is not None  # offline draws every frame
-        writer.write_frame(marker.mark(frame.rgb))
+        writer.write_frame(marker.mark(frame.rgb, in_place=True))  # the frame owns its pixels
     return len(frames)

@@ -341,7 +341,7 @@ class Session:
         """On the executor: the neutral frame, marked: (H, W, 3) uint8."""
         rgb = self._pipeline.rest_frame().rgb
         assert rgb is not None
-        return self.marker.mark(rgb)
+        return self.marker.mark(rgb, in_place=True)
 
     def _should_render(self, index: int) -> bool:
         if self.viewers == 0:

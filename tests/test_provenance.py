@@ -17,9 +17,12 @@ import c2pa
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
+from engines.paths import default_portrait_path
 from engines.provenance import (
     DIGITAL_SOURCE_TYPE,
+    FrameMarker,
     ProvenanceConfig,
     detect,
     instance_id_of,
@@ -235,3 +238,17 @@ def test_marking_is_on_unless_turned_off_explicitly(tmp_path: Path) -> None:
     first = instance_id_of(ProvenanceConfig(), tmp_path)
     assert instance_id_of(ProvenanceConfig(), tmp_path) == first
     assert instance_id_of(ProvenanceConfig(instance_id=7), tmp_path) == 7
+
+
+def test_marking_in_place_matches_a_copy_and_takes_the_renderers_planar_frames() -> None:
+    portrait = np.asarray(Image.open(default_portrait_path()).convert("RGB").resize((320, 256)))
+    source = np.ascontiguousarray(portrait.transpose(2, 0, 1))  # (3, H, W) planes
+    marker = FrameMarker(ProvenanceConfig(instance_id=1, visible_label=True), "job")
+    unmarked = np.ascontiguousarray(source.transpose(1, 2, 0))
+    copied = marker.mark(unmarked)
+    assert not np.array_equal(copied, unmarked)
+    planar = source.copy().transpose(1, 2, 0)  # (H, W, 3) view of planes, as the renderer's
+    assert np.array_equal(marker.mark(planar, in_place=True), copied)
+    packed = unmarked.copy()
+    assert marker.mark(packed, in_place=True) is packed and np.array_equal(packed, copied)
+    assert detect([copied] * 4).marked

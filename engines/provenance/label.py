@@ -66,13 +66,14 @@ class LabelOverlay:
             self._patches[(height, width)] = patch
         return patch
 
-    def draw(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 in, a new (H, W, 3) uint8 frame with the label out."""
+    def draw(self, rgb: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """(H, W, 3) uint8 in, the (H, W, 3) uint8 frame with the label out (a new one
+        unless `in_place`)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"draw takes (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
         patch = self._patch(rgb.shape[0], rgb.shape[1])
         y0, y1, x0, x1 = patch.box
-        out = rgb.copy()
+        out = rgb if in_place else rgb.copy()
         region = out[y0:y1, x0:x1].astype(np.float32)
         blended = region * (1.0 - patch.alpha) + patch.colour * patch.alpha
         out[y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)

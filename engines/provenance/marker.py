@@ -150,16 +150,24 @@ class FrameMarker:
     def active(self) -> bool:
         return self._embedder is not None or self._label is not None
 
-    def mark(self, rgb: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 rendered frame -> the frame to encode (the same array if off)."""
+    def mark(self, rgb: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """(H, W, 3) uint8 rendered frame -> the frame to encode. `in_place`: the caller owns
+        `rgb` and it may be overwritten (then it is, when it is C-contiguous; the renderer's
+        frames are channel-planar views, which the mark turns into a packed new array that
+        the encoder would otherwise make). Use the returned array either way."""
         if self._label is not None:
-            rgb = self._label.draw(rgb)
+            rgb = self._label.draw(rgb, in_place)
+            in_place = True  # the label made a copy if one was needed
         if self._embedder is not None:
-            rgb = self._embedder.embed(rgb)
+            reuse = in_place and rgb.flags.c_contiguous and rgb.flags.writeable
+            rgb = self._embedder.embed(rgb, out=rgb if reuse else None)
         return rgb
 
     def mark_frames(self, frames: list[Frame]) -> list[Frame]:
-        """The frames with their pixels marked; frames not drawn (rgb None) pass as they are."""
+        """The Pipeline's frames, marked (each owns its pixels: marked in place where it
+        can be); frames not drawn (rgb None) pass as they are."""
         if not self.active:
             return frames
-        return [f if f.rgb is None else replace(f, rgb=self.mark(f.rgb)) for f in frames]
+        return [
+            f if f.rgb is None else replace(f, rgb=self.mark(f.rgb, in_place=True)) for f in frames
+        ]

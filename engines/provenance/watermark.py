@@ -149,10 +149,11 @@ def _tile_to_grid(tile: np.ndarray, rows: int) -> np.ndarray:
 
 
 class WatermarkEmbedder:
-    """Adds one payload's mark to frames; make one per session or job (it caches the pattern).
+    """Adds one payload's mark to frames; make one per session or job (it caches the pattern
+    and its work buffers, so one embedder serves one thread at a time).
 
-    embed() costs about 1.4 ms per 512x512 frame on one idle thread (target 1 ms; under
-    load bench_watermark.md measured 3.8 ms).
+    embed() costs about 0.6 ms per 512x512 frame on one idle thread; beside the renderer
+    (bench_watermark.md, one run) more, as the renderer's work evicts the caches.
     """
 
     def __init__(self, payload: int, config: WatermarkConfig | None = None) -> None:
@@ -165,6 +166,7 @@ class WatermarkEmbedder:
         chips[carried] *= 1.0 - 2.0 * coded[layout.bit_of[carried]]
         self._tile = chips.astype(np.float32)  # (1024,) +-1
         self._grids: dict[tuple[int, int], np.ndarray] = {}
+        self._buffers: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
 
     def _grid(self, height: int, width: int) -> np.ndarray:
         rows = max(1, round(height * GRID / width))
@@ -182,20 +184,43 @@ class WatermarkEmbedder:
         gain = np.clip(0.6 + activity / 4.0, 0.6, 2.0)
         return gain / np.sqrt(np.mean(gain * gain))
 
-    def embed(self, rgb: np.ndarray) -> np.ndarray:
-        """The frame with the mark added: (H, W, 3) uint8 in, new (H, W, 3) uint8 out."""
+    def embed(self, rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The frame with the mark added: (H, W, 3) uint8 in, (H, W, 3) uint8 out, new unless
+        `out` is given (C-contiguous; it may be `rgb` itself, to mark in place)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"embed takes (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+        if out is not None and (
+            out.shape != rgb.shape or out.dtype != np.uint8 or not out.flags.c_contiguous
+        ):
+            raise ValueError(f"out must be C-contiguous {rgb.shape} uint8, got {out.shape}")
         height, width = rgb.shape[:2]
         grid = self._grid(height, width)
         amplitude = grid * (self.config.strength * self._gain(rgb, grid.shape[0]))
-        delta = cv2.resize(amplitude, (width, height), interpolation=cv2.INTER_LINEAR)
+        delta, part, up, down, up3, down3 = self._scratch(height, width)
+        cv2.resize(amplitude, (width, height), dst=delta, interpolation=cv2.INTER_LINEAR)
         # Saturating uint8 add and subtract of the rounded |delta|: a quarter of the memory
-        # traffic of a float add over three channels.
-        up = cv2.convertScaleAbs(np.maximum(delta, 0))
-        down = cv2.convertScaleAbs(np.minimum(delta, 0))
-        out = cv2.add(rgb, cv2.merge([up, up, up]))
-        return cv2.subtract(out, cv2.merge([down, down, down]))
+        # traffic of a float add over three channels. Into reused buffers: fresh ones cost
+        # 3x as much when the allocator hands the pages back between frames.
+        cv2.convertScaleAbs(np.maximum(delta, 0, out=part), dst=up)
+        cv2.convertScaleAbs(np.minimum(delta, 0, out=part), dst=down)
+        marked = cv2.add(rgb, cv2.merge([up, up, up], dst=up3), dst=out)
+        return cv2.subtract(marked, cv2.merge([down, down, down], dst=down3), dst=marked)
+
+    def _scratch(self, height: int, width: int) -> tuple[np.ndarray, ...]:
+        """Per-size work buffers: (H, W) float32 x2, (H, W) uint8 x2, (H, W, 3) uint8 x2."""
+        buffers = self._buffers.get((height, width))
+        if buffers is None:
+            plane, colour = (height, width), (height, width, 3)
+            buffers = (
+                np.empty(plane, np.float32),
+                np.empty(plane, np.float32),
+                np.empty(plane, np.uint8),
+                np.empty(plane, np.uint8),
+                np.empty(colour, np.uint8),
+                np.empty(colour, np.uint8),
+            )
+            self._buffers[(height, width)] = buffers
+        return buffers
 
     def embed_batch(self, frames: np.ndarray) -> np.ndarray:
         """(B, H, W, 3) uint8 -> (B, H, W, 3) uint8, each frame marked."""
