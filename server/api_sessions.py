@@ -58,6 +58,8 @@ def session_info(session: Session) -> dict[str, Any]:
         "frames_sent": session.frames_sent,
         "dropped_frames": session.frames_dropped,
         "queued_speech_s": round(session.speech.queued_samples / PLAYBACK_RATE, 3),
+        # The payload every frame carries, as `facecast verify` prints it; None when off.
+        "provenance_mark": session.marker.mark_id if session.marker.config.watermark else None,
         "stats": session.stats(),
     }
 

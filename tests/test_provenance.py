@@ -25,6 +25,7 @@ from engines.provenance import (
     FrameMarker,
     ProvenanceConfig,
     detect,
+    format_mark,
     instance_id_of,
     label_box,
     split_payload,
@@ -100,14 +101,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> LiveServer:
         yield live
 
 
-async def _live_frames(url: str, seconds: float) -> tuple[str, list[np.ndarray]]:
+async def _live_frames(url: str, seconds: float) -> tuple[dict, list[np.ndarray]]:
     async with FacecastClient(url) as client:
         session = await client.create_session(fps=FPS)
         viewer = await client.watch(session["id"])
         await viewer.wait_frames(round(seconds * FPS), timeout_s=30)
         await viewer.close()
         await client.delete_session(session["id"])
-    return session["id"], [f.rgb for f in viewer.frames if f.rgb is not None]
+    return session, [f.rgb for f in viewer.frames if f.rgb is not None]
 
 
 # ---- offline ------------------------------------------------------------------------
@@ -179,11 +180,12 @@ def test_live_frames_carry_the_session_mark_and_health_says_so(server: LiveServe
     health = httpx.get(f"{server.url}/api/health").json()
     assert health["watermark"] is True and health["visible_label"] is False
     assert health["instance_id"] == INSTANCE
-    session_id, frames = asyncio.run(_live_frames(server.url, 3.0))
+    session, frames = asyncio.run(_live_frames(server.url, 3.0))
     detection = detect(frames)  # frames as the viewer's decoder gave them
     assert detection.marked, detection
     assert detection.payload is not None
-    assert split_payload(detection.payload) == (int(INSTANCE, 16), stream_mark(session_id))
+    assert split_payload(detection.payload) == (int(INSTANCE, 16), stream_mark(session["id"]))
+    assert session["provenance_mark"] == format_mark(*split_payload(detection.payload))
 
 
 def test_api_verify_marked_unmarked_and_bad_uploads(
@@ -219,8 +221,8 @@ def test_no_watermark_server_reports_it_and_sends_unmarked_frames(
     with run_server(tmp_path_factory.mktemp("off"), "--no-watermark") as live:
         health = httpx.get(f"{live.url}/api/health").json()
         assert health["watermark"] is False
-        _, frames = asyncio.run(_live_frames(live.url, 3.0))
-    assert not detect(frames).marked
+        session, frames = asyncio.run(_live_frames(live.url, 3.0))
+    assert not detect(frames).marked and session["provenance_mark"] is None
 
 
 # ---- configuration ---------------------------------------------------------------------
