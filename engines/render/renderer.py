@@ -153,7 +153,6 @@ class FaceRenderer(nn.Module):
         per_pixel = tone.repeat_interleave(self.lid_window**2, dim=0).t()[None]
         self.register_buffer("lid_tone", per_pixel.contiguous())
         self.lid_blur = max(3, int(0.25 * eye_width) | 1)
-        self.lid_lift = _LID_LIFT
         self.eye_window = min(
             self.field_size, int(np.ceil(eye_width * 2.4 / (self.image_size / self.field_size)))
         )
@@ -219,7 +218,7 @@ class FaceRenderer(nn.Module):
             padding=self.lid_blur // 2,
             count_include_pad=False,
         ).view(b, 1, -1)
-        change = (self.lid_tone[:, 3:] - shading).clamp(min=0.0) * self.lid_lift
+        change = (self.lid_tone[:, 3:] - shading).clamp(min=0.0) * _LID_LIFT
         lit = region + (covered * change) * self.lid_tone[:, :3]
         lit = torch.lerp(lit, self.lash_colour[None, :, None], torch.cat(lashes, -1))
         return flat.scatter_(2, index, lit).view(b, 3, s, s)
