@@ -375,13 +375,40 @@ def _gradient_p99(frame: np.ndarray, region: np.ndarray) -> float:
     return float(np.percentile(magnitude[region], 99.5)) if region.any() else 0.0
 
 
+def rigid_turn(lm: np.ndarray, yaw: float, pitch: float, like: np.ndarray) -> np.ndarray:
+    """(478, 2) where a rigid 3D turn of the traced mesh lm (478, 3; MediaPipe's depth is
+    in x's pixel units) about its centre puts the points, orthographically. The
+    direction of each angle is the one that lies closer to the traced mesh like
+    (478, 2+), so the renderer's sign convention does not matter."""
+    centre = lm[:468].mean(0)
+    best, best_error = None, np.inf
+    for sign in (1.0, -1.0):
+        x, y, z = (lm - centre).T
+        a, b = sign * yaw, sign * pitch
+        x, z = np.cos(a) * x + np.sin(a) * z, -np.sin(a) * x + np.cos(a) * z
+        y = np.cos(b) * y - np.sin(b) * z
+        turned = np.stack([x, y], 1)
+        offset = (like[:468, :2] - turned[:468]).mean(0)  # the renderer may also shift
+        error = float(np.linalg.norm(like[:468, :2] - turned[:468] - offset, axis=1).mean())
+        if error < best_error:
+            best, best_error = turned + offset, error
+    return best
+
+
 def fold_check(
-    neutral: np.ndarray, neutral_lm: np.ndarray, posed: np.ndarray, posed_lm: np.ndarray | None
+    neutral: np.ndarray,
+    neutral_lm: np.ndarray,
+    posed: np.ndarray,
+    posed_lm: np.ndarray | None,
+    turn: tuple[float, float] = (0.0, 0.0),
 ) -> dict[str, Any]:
     """Folds and tears of a posed frame against the neutral one (both RGB, same size).
 
     triangle_flips: fraction of the neutral mesh's Delaunay triangles (area > 2 px^2)
-    whose orientation the mesh traced on the posed frame reverses. oval_edges:
+    whose orientation the mesh traced on the posed frame reverses, among those that a
+    rigid 3D turn (yaw, pitch) of the traced neutral mesh keeps: a real head turning
+    by 0.35 rad hides the far side of the nose and cheek and so reverses 4-23% of
+    them (raw_flips counts every reversal, rigid_flips the turn's own). oval_edges:
     Canny edge density in a band along the traced face oval, posed / neutral
     (duplicated or torn contours raise it). gradient_spike: 99.5th percentile of
     the gradient magnitude inside the face, posed / neutral. fold_score: the
@@ -392,7 +419,10 @@ def fold_check(
     tris = _triangles(neutral_lm)
     before, after = _signed_areas(neutral_lm, tris), _signed_areas(posed_lm, tris)
     keep = np.abs(before) > 2.0
-    flips = float((np.sign(before[keep]) != np.sign(after[keep])).mean())
+    flipped = np.sign(before[keep]) != np.sign(after[keep])
+    rigid = _signed_areas(rigid_turn(neutral_lm, *turn, posed_lm), tris)[keep]
+    turned_away = np.sign(before[keep]) != np.sign(rigid)
+    flips = float((flipped & ~turned_away).mean())
     edges = _edge_density(posed, _oval_band(posed.shape, posed_lm)) / max(
         _edge_density(neutral, _oval_band(neutral.shape, neutral_lm)), 1e-3
     )
@@ -402,6 +432,8 @@ def fold_check(
     return {
         "traced": True,
         "triangle_flips": round(flips, 4),
+        "raw_flips": round(float(flipped.mean()), 4),
+        "rigid_flips": round(float(turned_away.mean()), 4),
         "oval_edges": round(edges, 3),
         "gradient_spike": round(spike, 3),
         "fold_score": round(max(edges, spike), 3),
@@ -461,7 +493,10 @@ def judge(
     mouth, mouth_px = (
         (None, 0) if jaw_lm is None else mouth_saturation_ratio(stills["jaw 0.7"], jaw_lm)
     )
-    folds = {pose: fold_check(neutral, ref_lm, stills[pose], _mesh(stills[pose])) for pose in POSED}
+    folds = {
+        pose: fold_check(neutral, ref_lm, stills[pose], _mesh(stills[pose]), _turn(pose))
+        for pose in POSED
+    }
     scores = [f["fold_score"] for f in folds.values() if f["fold_score"] is not None]
     flips = [f["triangle_flips"] for f in folds.values() if f["triangle_flips"] is not None]
     metrics: dict[str, Any] = {
@@ -486,6 +521,11 @@ def judge(
         **identity(neutral, image, avatar_lm, stills["yaw +0.2"]),
     }
     return metrics, most_closed
+
+
+def _turn(pose: str) -> tuple[float, float]:
+    channels = dict(STILLS)[pose]
+    return channels.get("headYaw", 0.0), channels.get("headPitch", 0.0)
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -799,6 +839,7 @@ def _detail_rows(data: dict[str, Any]) -> list[list[Any]]:
                     "untraced"
                     if not f["traced"]
                     else f"{f['oval_edges']}/{f['gradient_spike']}/{f['triangle_flips']}"
+                    f" ({f.get('raw_flips')}/{f.get('rigid_flips')})"
                 )
                 for pose, f in m["folds"].items()
             )
@@ -838,7 +879,12 @@ def markdown(data: dict[str, Any]) -> str:
             "(floor 13/255). **fold score** at yaw +-0.35 and pitch +-0.25, worst pose: max of "
             "Canny edge density along the traced face oval and the 99.5th-percentile gradient "
             "inside the face, each posed / neutral. **tri flips** worst fraction of Delaunay "
-            "triangles of the neutral mesh that the posed traced mesh turns over. **ms/frame** "
+            "triangles of the neutral mesh that the posed traced mesh turns over and a rigid 3D "
+            "turn of the traced neutral mesh by the same angles does not (a real turn hides "
+            "the far side of nose and cheek, reversing 4-23% of them: those are not tears; "
+            "until 2026-12-02 they were counted). **lips closed** reads the gap across the lip "
+            "line (corner to corner); until 2026-12-02 it was the 2D distance, which counts "
+            "shut lips of a turned head, side by side in projection, as open. **ms/frame** "
             "median single-frame render on 1 thread, renderers interleaved. **face PSNR** "
             "neutral frame vs the encoder's crop inside the face oval. **corners** mean |change| "
             "of the worst 32x32 corner between neutral and yaw 0.2 (0-255 levels).",
@@ -853,7 +899,7 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             "## Details",
             "",
-            "Poses: oval edges / gradient spike / triangle flips.",
+            "Poses: oval edges / gradient spike / triangle flips (all flips / the rigid turn's).",
             "",
             markdown_table(
                 [

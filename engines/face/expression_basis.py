@@ -321,8 +321,10 @@ def lips_together(landmarks: np.ndarray) -> np.ndarray:
 
     The motion space's neutral has the lips together, whatever the photo shows:
     the jaw (with chin and lower lip) rises by the opening at the centre, then
-    each remaining gap along the inner contours closes from both sides, so the
-    lips meet along their whole length. A closed mouth gets (almost) zeros.
+    each remaining offset between paired inner-contour points closes from both
+    sides, so the lips meet along their whole length, neither apart nor
+    overlapping. A closed
+    mouth gets (almost) zeros.
     """
     frame = FaceFrame(landmarks)
     pairs = list(zip(fl.LIPS_INNER_UPPER[1:-1], fl.LIPS_INNER_LOWER[1:-1], strict=True))
@@ -333,7 +335,16 @@ def lips_together(landmarks: np.ndarray) -> np.ndarray:
     opens_per_unit = float(jaw[1][14] - jaw[1][13])
     amount = max(0.0, float(gaps[centre])) / max(opens_per_unit, 1e-6)
     du, dv, dz = -amount * jaw
-    left_over = np.maximum(gaps - amount * (jaw[1][lower] - jaw[1][upper]), 0.0)
+    # Signed: on a turned face the jaw's arc raises the near side of the lower lip
+    # further than its centre, past the upper lip, and lips pushed through each other
+    # fold the mesh into a torn seam; those overlaps are undone like gaps are closed.
+    left_over = gaps - amount * (jaw[1][lower] - jaw[1][upper])
     dv[upper] += 0.5 * left_over
     dv[lower] -= 0.5 * left_over
+    # Across the face too: on a turned head the open lower lip also lies to one side
+    # of the upper (the jaw swings back in depth), and lips closed only down the face
+    # still show that sideways slit.
+    sideways = frame.a[lower] - frame.a[upper] - amount * (jaw[0][lower] - jaw[0][upper])
+    du[upper] += 0.5 * sideways
+    du[lower] -= 0.5 * sideways
     return frame.to_pixels(du, dv, dz)

@@ -178,11 +178,17 @@ def person_mask(rgb: np.ndarray) -> np.ndarray:
 
 
 def inner_lip_gap(landmarks: np.ndarray) -> float:
-    """Mouth opening relative to face height: inner-lip distance at the centre / (forehead-chin).
+    """Mouth opening relative to face height: inner-lip distance at the centre across the
+    lip line / (forehead-chin).
 
     landmarks: array of shape (478, 3) or (478, 2). Used by tests and
     benchmarks as an independent read of the rendered mouth.
     """
-    gap = float(np.linalg.norm(landmarks[14, :2] - landmarks[13, :2]))
+    # Across the lip line (mouth corner to corner) only: on a turned head the shut
+    # lips' centres lie at different depths and project side by side, which is not
+    # an opening.
+    corners = landmarks[291, :2] - landmarks[61, :2]
+    across = np.array([-corners[1], corners[0]]) / max(float(np.linalg.norm(corners)), 1e-6)
+    gap = abs(float((landmarks[14, :2] - landmarks[13, :2]) @ across))
     face_height = float(np.linalg.norm(landmarks[152, :2] - landmarks[10, :2]))
     return gap / max(face_height, 1e-6)

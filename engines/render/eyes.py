@@ -13,7 +13,7 @@ import torch
 from ..face import landmarks as fl
 from .warp_ops import curve_table, eval_curve_table, local_coords, smoothstep, take, to_frame
 
-__all__ = ["EYES", "eye_offsets", "lid_cover"]
+__all__ = ["EYES", "eye_centre", "eye_offsets", "lid_cover"]
 
 # (upper lid, lower lid, iris centre) per eye, right eye first; matches
 # the order of (eyeBlinkRight, eyeBlinkLeft) the renderer passes in.
@@ -24,6 +24,14 @@ EYES = (
 _TABLE_STEPS = 32
 # How far the iris travels per unit sin(gaze), as a share of the eye's width.
 _GAZE_REACH = 0.45
+
+
+def eye_centre(landmarks: torch.Tensor, eye: int) -> torch.Tensor:
+    """Midpoint (B, 2) of one eye's corners: windows around the lids centre on it, not
+    on the iris, which looks off to one side in half-profile and downcast portraits and
+    would leave a lid's far corner outside its window, cut off in a straight line."""
+    upper = EYES[eye][0]
+    return 0.5 * (landmarks[:, upper[0]] + landmarks[:, upper[-1]])
 
 
 def eye_offsets(
@@ -82,10 +90,12 @@ class _Lid:
         # Closed, the lid edge lies a little past the lower lid so no white shows between.
         self.shift = blink[:, None, None] * (gap + 0.03 * w)
         self.edge = self.y_up + self.shift
-        # The lash line and the lid margin above it slide down rigidly with the lid edge,
-        # so lashes stay lashes; only the skin between them and the brow-lid fold
+        # The lash line and the thin lid margin above it slide down rigidly with the lid
+        # edge, so lashes stay lashes; only the skin between them and the brow-lid fold
         # stretches, and over a band tall enough that it is not smeared into streaks.
-        self.lashes = 0.07 * w
+        # A taller margin carries the open eye's dark upper rim down with it and reads
+        # as a dark band across the shut lid.
+        self.lashes = 0.03 * w
         self.band = 0.4 * w
         self.blink = blink
 
@@ -106,10 +116,12 @@ def lid_cover(
         1.0 - smoothstep(lid.edge - 2.0 * lid.lashes, lid.edge - 0.5 * lid.lashes, lid.ys)
     )
     reach = lid.xs.abs() / (0.5 * lid.width[:, None, None])
-    within = 1.0 - smoothstep(0.5, 1.0, reach)
+    # The lid covers the eye out to its corners; fading the lift from mid-eye left
+    # them in the socket's shadow, two dark pits either side of the lid.
+    within = 1.0 - smoothstep(0.75, 1.15, reach)
     skin = over_eye * within * smoothstep(0.0, 0.6, lid.blink)[:, None, None]
     # Thicker in the middle of the lid, thinning towards the corners, like a lash line.
-    thickness = (0.035 * lid.width[:, None, None] + 0.6 * pixel) * (1.0 - 0.6 * reach**2)
+    thickness = (0.022 * lid.width[:, None, None] + 0.6 * pixel) * (1.0 - 0.6 * reach**2)
     line = torch.exp(-(((lid.ys - lid.edge) / thickness.clamp(min=0.3 * pixel)) ** 2))
     closing = smoothstep(0.6, 0.95, lid.blink)[:, None, None]
     lash = line * (1.0 - smoothstep(0.8, 1.05, reach)) * closing

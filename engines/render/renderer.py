@@ -28,7 +28,7 @@ from ..face.expression_basis import FaceFrame, build_expression_basis, lips_toge
 from ..face.image_io import LUMA_WEIGHTS
 from ..face.mesh import NUM_FACE_VERTICES
 from ..motion.space import EXPRESSION_NAMES, MOTION_DIM, POSE_NAMES, index_of
-from .eyes import eye_offsets, lid_cover
+from .eyes import EYES, eye_centre, eye_offsets, lid_cover
 from .mouth import mouth_interior, mouth_palette, portrait_tone, without_mouth_interior
 from .warp_ops import pixel_grid, rotation_matrix, sample_at, take, window_index, window_origin
 
@@ -38,10 +38,13 @@ _POSE = slice(0, len(POSE_NAMES))
 _EXPR = slice(len(POSE_NAMES), len(POSE_NAMES) + len(EXPRESSION_NAMES))
 _GAZE = slice(len(POSE_NAMES) + len(EXPRESSION_NAMES), MOTION_DIM)
 _BLINK = (index_of("eyeBlinkRight"), index_of("eyeBlinkLeft"))
+# Within the expression coefficients.
+_JAW, _CLOSE = (EXPRESSION_NAMES.index(name) for name in ("jawOpen", "mouthClose"))
 # Share of the socket's shadow a shut lid sheds: the lid bulges over the eyeball
 # towards the light, so in photographs a closed lid is about as bright as the
 # skin beside it, not a dark patch.
-_LID_LIFT = 0.8
+_LID_LIFT = 0.9
+_LID_CHEEK_COLOUR = 0.8
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,8 @@ class FaceRenderer(nn.Module):
         # Windows sized from the neutral face with room for a wide-open jaw and head scale.
         mouth_width = float(np.linalg.norm(lm[291, :2] - lm[61, :2]))
         self.mouth_window = min(self.image_size, int(np.ceil(mouth_width * 2.6 / 8) * 8))
-        eye_width = float(np.linalg.norm(lm[263, :2] - lm[362, :2]))
+        # The wider eye: in half-profile the near eye is much the wider of the two.
+        eye_width = max(float(np.linalg.norm(lm[up[-1], :2] - lm[up[0], :2])) for up, _, _ in EYES)
         # Output pixels around each eye that a shut lid can cover.
         self.lid_window = min(self.image_size, int(np.ceil(eye_width * 1.6 / 8) * 8))
         # Each lid is lit like the cheek under its own eye: on a face lit from one
@@ -193,8 +197,8 @@ class FaceRenderer(nn.Module):
         socket's shadow made it darker, in a window around each eye."""
         b, s, side = frames.shape[0], self.image_size, self.lid_window
         covers, lashes, indices = [], [], []
-        for eye, iris in enumerate((fl.RIGHT_IRIS[0], fl.LEFT_IRIS[0])):
-            origin = window_origin(landmarks[:, iris], side, s)
+        for eye in range(2):
+            origin = window_origin(eye_centre(landmarks, eye), side, s)
             points = self.output_points[:, :side, :side] + origin[:, None, None, :]
             skin, lash = lid_cover(points, landmarks, blink, 1.0, eye)
             covers.append(skin.reshape(b, 1, -1))
@@ -210,16 +214,25 @@ class FaceRenderer(nn.Module):
         # The lid sheds the socket's shadow: the shortfall of the smoothed luma from
         # the cheek's is added in the cheek's own colour, so the lid keeps its grain
         # and fine modelling, and brown shadow does not turn orange as under a gain.
-        # Brighter pixels and the lash line keep theirs.
-        shading = F.avg_pool2d(
-            luma.view(b * 2, 1, side, side),
+        # Brighter pixels and the lash line keep theirs. The cover's edges are softened
+        # outwards with the luma: its ends at the eye's corners and its top at the open
+        # lid's line are sharp, and on a deep socket the lit lid stood out as a cut-out.
+        both = torch.cat([luma, covered], 1).view(b, 2, 2, side, side).transpose(1, 2)
+        smooth = F.avg_pool2d(
+            both.reshape(b * 2, 2, side, side),
             self.lid_blur,
             stride=1,
             padding=self.lid_blur // 2,
             count_include_pad=False,
-        ).view(b, 1, -1)
+        )
+        smooth = smooth.view(b, 2, 2, side * side).transpose(1, 2).reshape(b, 2, -1)
+        shading, covered = smooth[:, :1], torch.maximum(covered, smooth[:, 1:])
         change = (self.lid_tone[:, 3:] - shading).clamp(min=0.0) * _LID_LIFT
         lit = region + (covered * change) * self.lid_tone[:, :3]
+        # Shadow and lashes are saturated brown; lifting them alone leaves an orange lid.
+        # Most of the lid's colour is taken from the cheek at the lid's own brightness.
+        lit_luma = (lit * self.luma_weights).sum(1, keepdim=True)
+        lit = torch.lerp(lit, lit_luma * self.lid_tone[:, :3], _LID_CHEEK_COLOUR * covered)
         lit = torch.lerp(lit, self.lash_colour[None, :, None], torch.cat(lashes, -1))
         return flat.scatter_(2, index, lit).view(b, 3, s, s)
 
@@ -227,6 +240,16 @@ class FaceRenderer(nn.Module):
         """Where motion (B, D) puts the warp mesh's vertices (B, V, 2) and the 478
         landmarks (B, 478, 2), in output pixels (the mesh's triangles: avatar.mesh)."""
         pose, expr = motion[:, _POSE], motion[:, _EXPR]
+        # mouthClose beyond jawOpen presses shut lips harder (ARKit): on screen the same
+        # shut mouth, not the lower lip pushed up through the upper one.
+        expr = torch.cat(
+            [
+                expr[:, :_CLOSE],
+                torch.minimum(expr[:, _CLOSE : _CLOSE + 1], expr[:, _JAW : _JAW + 1]),
+                expr[:, _CLOSE + 1 :],
+            ],
+            1,
+        )
         shaped = self.landmarks + torch.einsum("bk,kvc->bvc", expr, self.basis)  # Bx478x3
         posed = self._apply_pose(shaped, pose)
         anchors = self._apply_pose(self.anchors.expand(motion.shape[0], -1, -1), pose)
@@ -244,8 +267,8 @@ class FaceRenderer(nn.Module):
         radius = self.iris_radius * motion[:, 5:6]
         blink = take(motion, _BLINK)
         offsets = torch.zeros_like(self.field_points.reshape(1, r * r, 2).expand(b, -1, -1))
-        for eye, iris in enumerate((fl.RIGHT_IRIS[0], fl.LEFT_IRIS[0])):
-            origin = window_origin(landmarks[:, iris] / pixel, side, r)
+        for eye in range(2):
+            origin = window_origin(eye_centre(landmarks, eye) / pixel, side, r)
             points = self.field_points[:, :side, :side] + origin[:, None, None, :] * pixel
             window = eye_offsets(points, landmarks, blink, motion[:, _GAZE], radius, pixel, eye)
             index = window_index(origin, side, r)[..., None].expand(-1, -1, 2)
