@@ -208,6 +208,54 @@ def test_mouth_close_beyond_the_jaw_keeps_the_shut_mouth(cameraman: Avatar) -> N
     assert mouth_gap(closed) < 0.5 * mouth_gap(parted)
 
 
+def _with_moustache(avatar: Avatar) -> np.ndarray:
+    """The avatar's crop with dark strands drawn from under the nose down to the upper
+    lip's outer edge, as a moustache covers it."""
+    rng = np.random.default_rng(0)
+    image, lm = avatar.image.copy(), avatar.landmarks
+    edge = LIPS_OUTER_UPPER
+    for _ in range(900):
+        i, t = int(rng.integers(0, len(edge) - 1)), rng.random()
+        x, y = (1 - t) * lm[edge[i], :2] + t * lm[edge[i + 1], :2]
+        y0 = lm[2, 1] + rng.random() * (y - lm[2, 1]) * 0.9
+        x0 = x + rng.normal() * 2
+        angle = np.pi / 2 + (x0 - lm[0, 0]) / 60 + rng.normal() * 0.15
+        length = rng.uniform(4, 9)
+        end = (int(x0 + np.cos(angle) * length), int(min(y0 + np.sin(angle) * length, y + 2)))
+        level = int(rng.uniform(25, 60))
+        cv2.line(image, (int(x0), int(y0)), end, (level, level - 5, level - 10), 1, cv2.LINE_AA)
+    return image
+
+
+def _hair(frame: np.ndarray) -> np.ndarray:
+    rgb = frame.astype(np.int32)
+    return (luma(frame) < 75) & ((rgb.max(-1) - rgb.min(-1)) < 30)
+
+
+def test_a_moustache_stays_over_the_lip_as_the_mouth_opens(tmp_path) -> None:
+    """The moustache moves with the upper lip: it is not smeared down into the mouth,
+    and the opening shows the mouth beneath it."""
+    skimage_data = pytest.importorskip("skimage.data")
+    encoder = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path))
+    astronaut = encoder.encode(png_bytes(skimage_data.astronaut()))
+    avatar = encoder.encode(png_bytes(_with_moustache(astronaut)))
+    renderer = FaceRenderer(avatar)
+    source_hair = _hair(avatar.image).sum()
+    for jaw in (0.35, 0.7, 1.0):
+        motion = _motion(jawOpen=jaw)
+        frame = renderer.render(motion)[0]
+        with torch.no_grad():
+            _, landmarks = renderer.mesh_vertices(torch.from_numpy(motion[None]))
+        outline = landmarks[0].numpy()[list(LIPS_INNER_UPPER) + list(LIPS_INNER_LOWER[::-1])]
+        mouth = np.zeros(frame.shape[:2], np.uint8)
+        cv2.fillPoly(mouth, [np.round(outline).astype(np.int32)], 1)
+        mouth = cv2.erode(mouth, np.ones((3, 3), np.uint8)) > 0
+        hair = _hair(frame)
+        assert mouth.sum() > 300
+        assert hair[mouth].mean() < 0.25  # the opening is mouth, not stretched strands
+        assert 0.85 < hair.sum() / source_hair < 1.15  # the moustache neither torn nor smeared
+
+
 def _toned(painting: np.ndarray, tone: str) -> np.ndarray:
     if tone == "grey":
         return np.repeat(cv2.cvtColor(painting, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)

@@ -218,13 +218,13 @@ class FaceRenderer(nn.Module):
         # outwards with the luma: its ends at the eye's corners and its top at the open
         # lid's line are sharp, and on a deep socket the lit lid stood out as a cut-out.
         both = torch.cat([luma, covered], 1).view(b, 2, 2, side, side).transpose(1, 2)
-        smooth = F.avg_pool2d(
-            both.reshape(b * 2, 2, side, side),
-            self.lid_blur,
-            stride=1,
-            padding=self.lid_blur // 2,
-            count_include_pad=False,
-        )
+        smooth = both.reshape(b * 2, 2, side, side)
+        # A box filter is separable: two 1D passes cost 2k, not k*k, per pixel.
+        for kernel, pad in (
+            ((self.lid_blur, 1), (self.lid_blur // 2, 0)),
+            ((1, self.lid_blur), (0, self.lid_blur // 2)),
+        ):
+            smooth = F.avg_pool2d(smooth, kernel, stride=1, padding=pad, count_include_pad=False)
         smooth = smooth.view(b, 2, 2, side * side).transpose(1, 2).reshape(b, 2, -1)
         shading, covered = smooth[:, :1], torch.maximum(covered, smooth[:, 1:])
         change = (self.lid_tone[:, 3:] - shading).clamp(min=0.0) * _LID_LIFT
