@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from engines.face import landmarks as fl
 from engines.face.encoder import FaceEncoder, FaceEncoderConfig
-from engines.motion.space import MOTION_DIM, motion_from_dict, neutral_motion
+from engines.motion.space import MOTION_DIM, index_of, motion_from_dict, neutral_motion
 from engines.render.renderer import FaceRenderer
 from tests.portraits import landmarks_of, mouth_gap, psnr
 
@@ -61,6 +61,25 @@ def test_open_mouth_shows_a_dark_cavity_not_smeared_lips(renderer, avatar) -> No
     lips = avatar.image[lip[1] - 2 : lip[1] + 3, lip[0] - 2 : lip[0] + 3].astype(float).mean()
     # Stretched lips would keep lip colour all the way down; a mouth has a dark inside.
     assert np.percentile(opening, 25) < 0.6 * lips
+
+
+def test_open_lids_skip_the_lid_pass_without_changing_a_pixel(renderer, monkeypatch) -> None:
+    """Eyes a model holds almost open (0.001-0.01) skip the lid pass on CPU; the frame must
+    be the one the full pass draws, bit for bit."""
+    motion = np.stack(
+        [
+            motion_from_dict({"eyeBlinkLeft": 0.01, "eyeBlinkRight": 0.004, "gazeYaw": 0.2}),
+            motion_from_dict({"eyeBlinkLeft": 0.015, "eyeBlinkRight": 0.0, "jawOpen": 0.3}),
+        ]
+    ).astype(np.float32)
+    batch = torch.from_numpy(motion)
+    blink = batch[:, [index_of("eyeBlinkRight"), index_of("eyeBlinkLeft")]]
+    assert not FaceRenderer._lids_may_close(blink)  # the pass is skipped here
+    with torch.no_grad():
+        skipped = renderer(batch)
+        monkeypatch.setattr(FaceRenderer, "_lids_may_close", staticmethod(lambda blink: True))
+        drawn = renderer(batch)
+    assert torch.equal(skipped, drawn)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import torch
 from ..face import landmarks as fl
 from .warp_ops import curve_table, eval_curve_table, local_coords, smoothstep, take, to_frame
 
-__all__ = ["EYES", "eye_centre", "eye_offsets", "lid_cover"]
+__all__ = ["EYES", "LID_REST", "eye_centre", "eye_offsets", "lid_cover"]
 
 # (upper lid, lower lid, iris centre) per eye, right eye first; matches
 # the order of (eyeBlinkRight, eyeBlinkLeft) the renderer passes in.
@@ -22,6 +22,10 @@ EYES = (
     (fl.LEFT_EYE_UPPER, fl.LEFT_EYE_LOWER, fl.LEFT_IRIS[0]),
 )
 _TABLE_STEPS = 32
+# Lids closed no further than this are open: they shed no shadow and draw no lash line,
+# exactly, so a frame of open eyes (a model holds them at 0.001-0.01) can skip the
+# lid pass. Closure itself (the slide of the lid) starts from 0 all the same.
+LID_REST = 0.02
 # How far the iris travels per unit sin(gaze), as a share of the eye's width.
 _GAZE_REACH = 0.45
 
@@ -119,7 +123,7 @@ def lid_cover(
     # The lid covers the eye out to its corners; fading the lift from mid-eye left
     # them in the socket's shadow, two dark pits either side of the lid.
     within = 1.0 - smoothstep(0.75, 1.15, reach)
-    skin = over_eye * within * smoothstep(0.0, 0.6, lid.blink)[:, None, None]
+    skin = over_eye * within * smoothstep(LID_REST, 0.6, lid.blink)[:, None, None]
     # Thicker in the middle of the lid, thinning towards the corners, like a lash line.
     thickness = (0.022 * lid.width[:, None, None] + 0.6 * pixel) * (1.0 - 0.6 * reach**2)
     line = torch.exp(-(((lid.ys - lid.edge) / thickness.clamp(min=0.3 * pixel)) ** 2))

@@ -28,7 +28,7 @@ from ..face.expression_basis import FaceFrame, build_expression_basis, lips_toge
 from ..face.image_io import LUMA_WEIGHTS
 from ..face.mesh import NUM_FACE_VERTICES
 from ..motion.space import EXPRESSION_NAMES, MOTION_DIM, POSE_NAMES, index_of
-from .eyes import EYES, eye_centre, eye_offsets, lid_cover
+from .eyes import EYES, LID_REST, eye_centre, eye_offsets, lid_cover
 from .mouth import mouth_interior, mouth_palette, portrait_tone, without_mouth_interior
 from .warp_ops import pixel_grid, rotation_matrix, sample_at, take, window_index, window_origin
 
@@ -187,8 +187,22 @@ class FaceRenderer(nn.Module):
             align_corners=False,
         )
         out = torch.addcmul(layer[:, :3], self.background, layer[:, 3:])
-        out = self._lighten_lids(out, landmarks_out, take(motion, _BLINK))
+        blink = take(motion, _BLINK)
+        if self._lids_may_close(blink):
+            out = self._lighten_lids(out, landmarks_out, blink)
         return self._paint_mouth(out, landmarks_out).clamp_(0.0, 1.0)
+
+    @staticmethod
+    def _lids_may_close(blink: torch.Tensor) -> bool:
+        """False only when every lid is at rest, where the lid pass changes no pixel.
+
+        Eager CPU only: reading the value is free there, and most frames have open
+        eyes. Traced, exported or on a GPU the pass always runs (no host sync, one
+        graph for every input).
+        """
+        if blink.device.type != "cpu" or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return True
+        return bool((blink > LID_REST).any())
 
     def _lighten_lids(
         self, frames: torch.Tensor, landmarks: torch.Tensor, blink: torch.Tensor
