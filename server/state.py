@@ -16,6 +16,7 @@ from engines.provenance import with_instance_id
 
 from .config import ServerConfig
 from .errors import UnknownPeerError, UnknownSessionError
+from .memory import freeze_startup_objects, thaw_startup_objects
 from .metrics import ServerMetrics
 from .portraits import BUILTIN_PORTRAIT_ID, PortraitStore, PortraitStoreLimits
 from .session import Session
@@ -79,6 +80,7 @@ class ServerState:
         # torch's first forward pass allocates and plans; pay for it before any user waits.
         await asyncio.get_running_loop().run_in_executor(None, _warm_engines, avatar, self.config)
         self.sessions.start_reaper()
+        freeze_startup_objects()  # a session's end then collects in ms, not 200 ms
         logger.info("facecast ready on http://%s:%d", self.config.host, self.config.port)
 
     async def shutdown(self) -> None:
@@ -87,6 +89,7 @@ class ServerState:
                 await link.close()
         await self.sessions.close_all()
         self.speech.shutdown()
+        thaw_startup_objects()
 
     async def connect_peer(self, session: Session, offer_sdp: str, owns_session: bool) -> PeerLink:
         """Answer `offer_sdp` with a new peer on `session`; the answer is link.pc.localDescription.
