@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -213,6 +214,55 @@ def test_api_verify_marked_unmarked_and_bad_uploads(
         text = api.post("/api/verify", json={"file": "x"})
         assert text.status_code == 415
     assert httpx.get(f"{server.url}/api/health").status_code == 200  # the server is fine
+
+
+def test_api_verify_refuses_a_frame_over_4k_before_decoding(server: LiveServer, tmp_path) -> None:
+    """A 4000x2176 clip (over 3840x2160 in pixels) is refused from its header: 413."""
+    path = tmp_path / "huge.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 4000, 2176, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for _ in range(2):
+            frame = av.VideoFrame.from_ndarray(np.zeros((2176, 4000, 3), np.uint8), "rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    assert path.stat().st_size < MAX_VIDEO_BYTES  # the size limit is not what refuses it
+    response = httpx.post(
+        f"{server.url}/api/verify", files={"file": ("huge.mp4", path.read_bytes())}, timeout=60
+    )
+    assert response.status_code == 413, response.text
+    assert "4000x2176" in response.json()["detail"] and "scale it down" in response.json()["detail"]
+
+
+def test_api_verify_runs_one_at_a_time_and_says_when_busy(unmarked_clip: Path) -> None:
+    """While a verification holds the server's verifier, the next upload gets 429, with a
+    message, and is answered normally once the verifier is free."""
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.config import ServerConfig
+
+    app = create_app(ServerConfig())
+    client = TestClient(app, base_url="http://localhost")
+    lock = app.state.facecast.verify_lock
+    upload = {"file": ("clip.mp4", unmarked_clip.read_bytes(), "video/mp4")}
+    answers: list[httpx.Response] = []
+    asyncio.run(lock.acquire())  # a verification in flight
+    try:
+        # In a thread with a deadline: a server that queued the upload instead would
+        # wait for this lock forever.
+        asking = threading.Thread(
+            target=lambda: answers.append(client.post("/api/verify", files=upload)), daemon=True
+        )
+        asking.start()
+        asking.join(timeout=60)
+    finally:
+        lock.release()
+    assert answers, "the second upload waited instead of being told the server is busy"
+    assert answers[0].status_code == 429 and "again" in answers[0].json()["detail"]
+    after = client.post("/api/verify", files=upload)
+    assert after.status_code == 200 and after.json()["identified"] is False
 
 
 def test_no_watermark_server_reports_it_and_sends_unmarked_frames(
