@@ -63,6 +63,17 @@ def test_open_mouth_shows_a_dark_cavity_not_smeared_lips(renderer, avatar) -> No
     assert np.percentile(opening, 25) < 0.6 * lips
 
 
+def test_frames_come_out_packed_for_the_encoders(renderer) -> None:
+    """PyAV imports a channel-planar view pixel by pixel (3.2 ms a frame): frames leave
+    the renderer packed, and equal to the planar conversion's values."""
+    with torch.no_grad():
+        planar = renderer(torch.from_numpy(neutral_motion()[None]))
+    frames = renderer.render(neutral_motion())
+    assert frames.flags.c_contiguous and frames.shape == (1, 512, 512, 3)
+    expected = (planar.permute(0, 2, 3, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
+    assert np.array_equal(frames, expected)
+
+
 def test_open_lids_skip_the_lid_pass_without_changing_a_pixel(renderer, monkeypatch) -> None:
     """Eyes a model holds almost open (0.001-0.01) skip the lid pass on CPU; the frame must
     be the one the full pass draws, bit for bit."""

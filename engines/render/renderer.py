@@ -347,8 +347,14 @@ class FaceRenderer(nn.Module):
 
 
 def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
-    """float (B, 3, S, S) in [0, 1] -> uint8 (B, S, S, 3), rounded to nearest; on frames' device."""
-    return (frames.permute(0, 2, 3, 1) * 255.0 + 0.5).to(torch.uint8)
+    """float (B, 3, S, S) in [0, 1] -> uint8 (B, S, S, 3), rounded to nearest; on frames' device.
+
+    Packed (C-contiguous), not a channel-planar view: the video encoders' frame import
+    (PyAV's VideoFrame.from_ndarray) copies a strided array pixel by pixel, 3.2 ms a
+    512x512 frame on CPU, against 0.7 ms for packing it here and 0.1 ms to import it
+    packed. The arithmetic runs on the planar layout, where it is contiguous.
+    """
+    return frames.mul(255.0).add_(0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def _smooth_depth(landmarks: np.ndarray, detail: float) -> np.ndarray:
