@@ -351,6 +351,26 @@ def test_a_shut_eye_is_lid_skin_not_a_dark_socket(cameraman, tmp_path) -> None:
     assert _shut_lid_against_cheek(cameraman, "luma") > 0.62
 
 
+def test_the_eye_turned_away_gets_no_lash_line_over_the_nose(cameraman) -> None:
+    """The cameraman's far eye is a third as wide as the near one, hidden behind the nose:
+    a lash drawn on its guessed landmarks was a black dash on the nose's edge (a 164-level
+    drop). The shut lid may slide what is there; it must not paint a dash."""
+    widths = [np.linalg.norm(cameraman.landmarks[u[-1], :2] - cameraman.landmarks[u[0], :2])
+              for u in (RIGHT_EYE_UPPER, LEFT_EYE_UPPER)]  # fmt: skip
+    upper, lower = (
+        (RIGHT_EYE_UPPER, RIGHT_EYE_LOWER)
+        if widths[0] < widths[1]
+        else (LEFT_EYE_UPPER, LEFT_EYE_LOWER)
+    )
+    assert min(widths) < 0.5 * max(widths)  # the portrait still shows what it tests
+    points = cameraman.landmarks[list(upper) + list(lower), :2]
+    (x0, y0), (x1, y1) = (points.min(0) - 8).astype(int), (points.max(0) + 8).astype(int)
+    renderer = FaceRenderer(cameraman)
+    open_eyes = luma(renderer.render(neutral_motion())[0])[y0:y1, x0:x1]
+    shut = luma(renderer.render(_motion(eyeBlinkLeft=1.0, eyeBlinkRight=1.0))[0])[y0:y1, x0:x1]
+    assert float((open_eyes - shut).max()) < 100
+
+
 def test_a_lit_lid_has_the_cheeks_colour_not_orange(tmp_path) -> None:
     """Lifting the socket's brown shadow alone left the astronaut's lids orange (1.8x the
     cheek's saturation): the lid takes most of its colour from the cheek."""

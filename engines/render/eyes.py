@@ -116,6 +116,12 @@ def lid_cover(
     """
     upper, lower, _ = EYES[eye]
     lid = _Lid(points, landmarks, upper, lower, blink[:, eye])
+    # An eye seen far narrower than the other is turned away behind the nose (a
+    # three-quarter view): its landmarks are a guess there, and a lash line or a lit
+    # lid drawn on them floats over the nose's edge as a dark dash.
+    other = EYES[1 - eye][0]
+    other_width = (landmarks[:, other[-1]] - landmarks[:, other[0]]).norm(dim=-1).clamp(min=1.0)
+    shown = smoothstep(0.4, 0.6, lid.width / other_width)[:, None, None]
     over_eye = smoothstep(lid.y_up - lid.band, lid.y_up, lid.ys) * (
         1.0 - smoothstep(lid.edge - 2.0 * lid.lashes, lid.edge - 0.5 * lid.lashes, lid.ys)
     )
@@ -123,12 +129,12 @@ def lid_cover(
     # The lid covers the eye out to its corners; fading the lift from mid-eye left
     # them in the socket's shadow, two dark pits either side of the lid.
     within = 1.0 - smoothstep(0.75, 1.15, reach)
-    skin = over_eye * within * smoothstep(LID_REST, 0.6, lid.blink)[:, None, None]
+    skin = over_eye * within * smoothstep(LID_REST, 0.6, lid.blink)[:, None, None] * shown
     # Thicker in the middle of the lid, thinning towards the corners, like a lash line.
     thickness = (0.022 * lid.width[:, None, None] + 0.6 * pixel) * (1.0 - 0.6 * reach**2)
     line = torch.exp(-(((lid.ys - lid.edge) / thickness.clamp(min=0.3 * pixel)) ** 2))
     closing = smoothstep(0.6, 0.95, lid.blink)[:, None, None]
-    lash = line * (1.0 - smoothstep(0.8, 1.05, reach)) * closing
+    lash = line * (1.0 - smoothstep(0.8, 1.05, reach)) * closing * shown
     return skin, lash
 
 
