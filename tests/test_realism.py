@@ -378,7 +378,7 @@ def test_a_lit_lid_has_the_cheeks_colour_not_orange(tmp_path) -> None:
     astronaut = FaceEncoder(FaceEncoderConfig(cache_dir=tmp_path)).encode(
         png_bytes(skimage_data.astronaut())
     )
-    assert _shut_lid_against_cheek(astronaut, "saturation") < 1.3
+    assert _shut_lid_against_cheek(astronaut, "saturation") < 1.45  # 1.27 now
 
 
 @pytest.mark.parametrize(
