@@ -178,7 +178,8 @@ class WatermarkEmbedder:
 
     def _gain(self, rgb: np.ndarray, rows: int) -> np.ndarray:
         """(rows, GRID) masking gain from local texture, mean square 1."""
-        green = cv2.resize(rgb[..., 1], (GRID, rows), interpolation=cv2.INTER_AREA)
+        # extractChannel packs the plane in one pass; resize would copy the strided view.
+        green = cv2.resize(cv2.extractChannel(rgb, 1), (GRID, rows), interpolation=cv2.INTER_AREA)
         small = green.astype(np.float32)  # one value per chip
         activity = cv2.blur(np.abs(small - cv2.blur(small, (3, 3))), (3, 3))
         gain = np.clip(0.6 + activity / 4.0, 0.6, 2.0)
@@ -196,23 +197,27 @@ class WatermarkEmbedder:
         height, width = rgb.shape[:2]
         grid = self._grid(height, width)
         amplitude = grid * (self.config.strength * self._gain(rgb, grid.shape[0]))
-        delta, part, up, down, up3, down3 = self._scratch(height, width)
+        delta, up, down, up3, down3 = self._scratch(height, width)
         cv2.resize(amplitude, (width, height), dst=delta, interpolation=cv2.INTER_LINEAR)
         # Saturating uint8 add and subtract of the rounded |delta|: a quarter of the memory
         # traffic of a float add over three channels. Into reused buffers: fresh ones cost
         # 3x as much when the allocator hands the pages back between frames.
-        cv2.convertScaleAbs(np.maximum(delta, 0, out=part), dst=up)
-        cv2.convertScaleAbs(np.minimum(delta, 0, out=part), dst=down)
+        # |delta| rounded once, then split by its sign: one float pass less than
+        # rounding the positive and the negative parts apart.
+        cv2.convertScaleAbs(delta, dst=down)
+        # (OpenCV's type stubs lack compare's scalar form.)
+        positive = cv2.compare(delta, 0.0, cv2.CMP_GT, dst=up)  # type: ignore[call-overload]
+        cv2.bitwise_and(down, positive, dst=up)
+        cv2.subtract(down, up, dst=down)
         marked = cv2.add(rgb, cv2.merge([up, up, up], dst=up3), dst=out)
         return cv2.subtract(marked, cv2.merge([down, down, down], dst=down3), dst=marked)
 
     def _scratch(self, height: int, width: int) -> tuple[np.ndarray, ...]:
-        """Per-size work buffers: (H, W) float32 x2, (H, W) uint8 x2, (H, W, 3) uint8 x2."""
+        """Per-size work buffers: (H, W) float32, (H, W) uint8 x2, (H, W, 3) uint8 x2."""
         buffers = self._buffers.get((height, width))
         if buffers is None:
             plane, colour = (height, width), (height, width, 3)
             buffers = (
-                np.empty(plane, np.float32),
                 np.empty(plane, np.float32),
                 np.empty(plane, np.uint8),
                 np.empty(plane, np.uint8),
