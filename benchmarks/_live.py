@@ -23,6 +23,7 @@ from benchmarks._common import machine_info, machine_markdown
 
 __all__ = [
     "ServerHandle",
+    "process_figures",
     "serve",
     "CpuMeter",
     "reference_render_ms",
@@ -43,19 +44,20 @@ class ServerHandle:
 
 
 @contextlib.contextmanager
-def serve(url: str | None, *server_args: str) -> Iterator[ServerHandle]:
+def serve(url: str | None, *server_args: str, root: Path | None = None) -> Iterator[ServerHandle]:
     """A running server: --url as given, else `facecast serve` in a subprocess on loopback.
 
-    The subprocess gets a fresh data dir and avatar cache, so uploads are analysed cold.
+    The subprocess gets a fresh data dir and avatar cache, so uploads are analysed cold;
+    it runs from the checkout `root` (default: this one), so benchmarks compare commits.
     """
     if url:
         yield ServerHandle(url.rstrip("/"), None)
         return
-    from tests.live import run_server
+    from tests.live import ROOT, run_server
 
     with tempfile.TemporaryDirectory(prefix="facecast-bench-") as tmp:
         env = {"FACECAST_CACHE_DIR": str(Path(tmp) / "avatars")}
-        with run_server(Path(tmp), *server_args, env=env) as server:
+        with run_server(Path(tmp), *server_args, env=env, root=root or ROOT) as server:
             yield ServerHandle(server.url, server.process.pid)
 
 
@@ -69,6 +71,23 @@ def _process_cpu_s(pid: int | None) -> float:
         return 0.0
     fields = stat.rsplit(")", 1)[1].split()
     return (float(fields[11]) + float(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_figures(pid: int | None) -> dict[str, float]:
+    """RSS (MB), threads and open file descriptors of a process; {} when unknown."""
+    if pid is None:
+        return {}
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    except OSError:
+        return {}
+    values = {line.split(":")[0]: line.split(":")[1].split() for line in status if ":" in line}
+    return {
+        "rss_mb": round(int(values["VmRSS"][0]) / 1024, 1),
+        "threads": int(values["Threads"][0]),
+        "fds": fds,
+    }
 
 
 def _machine_busy_s() -> float:

@@ -32,6 +32,7 @@ import websockets
 from PIL import Image
 
 from benchmarks._common import finish_machine_info, machine_info, markdown_table, run_and_report
+from benchmarks._live import process_figures
 from tests.abuse import face_png, offer_sdp, with_candidates, without_candidates
 from tests.live import ROOT, LiveServer, run_server
 
@@ -103,13 +104,7 @@ print(json.dumps(latencies))
 
 
 def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return float(process_figures(pid).get("rss_mb", 0.0))
 
 
 def _cpu_s(pid: int) -> float:

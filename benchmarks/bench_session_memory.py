@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks._common import RESULTS_DIR, finish_machine_info, markdown_table, run_and_report
-from benchmarks._live import ServerHandle, live_header, live_machine_info, serve
+from benchmarks._live import live_header, live_machine_info, process_figures, serve
 from benchmarks.bench_sessions import PCM_RATE, _speech_pcm
 
 __all__ = ["main", "run"]
@@ -37,23 +34,6 @@ NAME = "bench_session_memory"
 FPS = 25
 WARM_CYCLES = 10  # the allocator's and the caches' first cycles are not growth
 SETTLE_S = 0.5
-
-
-def process_figures(pid: int | None) -> dict[str, float]:
-    """RSS (MB), threads and open file descriptors of a process; {} when unknown."""
-    if pid is None:
-        return {}
-    try:
-        status = Path(f"/proc/{pid}/status").read_text().splitlines()
-        fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
-    except OSError:
-        return {}
-    values = {line.split(":")[0]: line.split(":")[1].split() for line in status if ":" in line}
-    return {
-        "rss_mb": round(int(values["VmRSS"][0]) / 1024, 1),
-        "threads": int(values["Threads"][0]),
-        "fds": fds,
-    }
 
 
 def growth_per_cycle(values: list[float], warm: int = WARM_CYCLES) -> float | None:
@@ -126,22 +106,8 @@ def _plot(runs: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-@contextlib.contextmanager
-def _server(url: str | None, root: Path | None) -> Iterator[ServerHandle]:
-    if root is None:
-        with serve(url) as server:
-            yield server
-        return
-    from tests.live import run_server
-
-    with tempfile.TemporaryDirectory(prefix="facecast-bench-") as tmp:
-        env = {"FACECAST_CACHE_DIR": str(Path(tmp) / "avatars")}
-        with run_server(Path(tmp), env=env, root=root) as server:
-            yield ServerHandle(server.url, server.process.pid)
-
-
 def _measure(url: str | None, root: Path | None, cycles: int, pcm: bytes) -> dict[str, Any]:
-    with _server(url, root) as server:
+    with serve(url, root=root) as server:
         time.sleep(1.0)
         idle = process_figures(server.pid)
         records = asyncio.run(_cycles(server.url, server.pid, cycles, pcm))

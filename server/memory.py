@@ -9,7 +9,7 @@ looked like a leak. malloc_trim(0) returns the free pages of every arena.
 A watched session also leaves its peer connection behind in reference cycles
 (aiortc's peer, transports and senders, about 3 700 objects), and with them the
 native buffers of its video and audio encoders: only a full collection frees
-them, and the trim came before one, so the server grew 4.4 MB for every watched
+them, and the trim came before one, so the server grew about 4 MB for every watched
 session it ended (benchmarks/results/bench_session_memory.md). So a session's
 end collects first. A full collection scans every object, 200 ms with the
 engines loaded, holding the GIL that every other session's frames need; what

@@ -323,8 +323,7 @@ def lips_together(landmarks: np.ndarray) -> np.ndarray:
     the jaw (with chin and lower lip) rises by the opening at the centre, then
     each remaining offset between paired inner-contour points closes from both
     sides, so the lips meet along their whole length, neither apart nor
-    overlapping. A closed
-    mouth gets (almost) zeros.
+    overlapping. A closed mouth gets (almost) zeros.
     """
     frame = FaceFrame(landmarks)
     pairs = list(zip(fl.LIPS_INNER_UPPER[1:-1], fl.LIPS_INNER_LOWER[1:-1], strict=True))
