@@ -5,6 +5,10 @@ max_video_bytes before reading it (Content-Length) or while it streams; the
 upload is spooled to disk, not held in memory; the frame size is checked from
 the stream header before decoding, and at most verify_limits.max_frames frames
 are decoded; one verification runs at a time (another gets 429).
+
+The mark is looked for with the server's key and, when that is a private one,
+with the public key too; the report says which matched ("key": "private" or
+"public"), never the key.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ async def verify(request: Request, file: UploadFile) -> dict[str, Any]:
         if size == 0:
             raise HTTPException(400, "the uploaded video is empty")
         upload.seek(0)
-        limits = state.config.verify_limits
+        limits, mark = state.config.verify_limits, state.config.provenance.mark
         loop = asyncio.get_running_loop()
-        report = await loop.run_in_executor(None, verify_video, upload, limits)
+        report = await loop.run_in_executor(None, verify_video, upload, limits, mark)
     return {"filename": (file.filename or "upload")[:200], "bytes": size, **report.to_dict()}

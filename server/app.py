@@ -113,8 +113,11 @@ def _add_misc_routes(app: FastAPI, state: ServerState, protected: list) -> None:
             "motion_backend": session.backend.motion.name,
             "motion": session.motion.kind,
             # Provenance: whether every frame carries the invisible mark (off only when the
-            # operator turned it off), the visible label, and the mark's instance id.
+            # operator turned it off), whose key it uses ("public": anyone can verify,
+            # "private": only the key's holders; never the key), the visible label, and the
+            # mark's instance id.
             "watermark": provenance.watermark,
+            "watermark_key": provenance.mark.key_kind,
             "visible_label": provenance.visible_label,
             "instance_id": f"{provenance.instance_id:06x}",
         }

@@ -20,7 +20,7 @@ from engines.face.encoder import FaceEncoder
 from engines.motion import MOTION_KINDS
 
 from .auth import TokenRedactingFilter
-from .config import provenance_config
+from .config import provenance_config, watermark_config
 from .offline import RenderJobConfig, render_to_mp4
 
 __all__ = ["main"]
@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print the full report as JSON")
     verify.add_argument(
         "--max-frames", type=int, default=250, help="frames read from the start (default 250)"
+    )
+    _watermark_key_arguments(
+        verify, "also look for the mark of this private key (the public key is always tried)"
     )
     train = sub.add_parser("train", help="train the learned motion model on a synthesized corpus")
     train.add_argument("--steps", type=int, help="optimizer steps (default 20000)")
@@ -153,13 +156,34 @@ def _provenance_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--instance-id", help="this install's id in the mark, 6 hex digits (default: random, kept)"
     )
+    _watermark_key_arguments(
+        parser, "mark frames with this private key, not the public one: only its holders can verify"
+    )
+
+
+def _watermark_key_arguments(parser: argparse.ArgumentParser, purpose: str) -> None:
+    """--watermark-key TEXT or --watermark-key-file PATH (not both; argparse says so, exit 2);
+    unset, config.watermark_config reads FACECAST_WATERMARK_KEY / _FILE."""
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--watermark-key",
+        metavar="TEXT",
+        help=f"{purpose}. Other users can see process arguments: prefer "
+        "--watermark-key-file or FACECAST_WATERMARK_KEY",
+    )
+    keys.add_argument(
+        "--watermark-key-file",
+        metavar="PATH",
+        help="the same, read from a file (its trailing newline is not part of the key)",
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
     """Exit 0: facecast output (the mark, or a valid AI-generated manifest); 1: neither."""
     from engines.provenance import VerifyLimits, verify_video
 
-    report = verify_video(args.video, VerifyLimits(max_frames=args.max_frames))
+    mark = watermark_config(os.environ, args.watermark_key, args.watermark_key_file)
+    report = verify_video(args.video, VerifyLimits(max_frames=args.max_frames), mark)
     if args.json:
         print(json.dumps({"file": str(args.video), **report.to_dict()}, indent=2))
     else:
@@ -214,7 +238,12 @@ def _render(args: argparse.Namespace) -> None:
         backend = BackendConfig(args.backend or "torch-cpu", motion_name=args.motion_backend)
         check_backends(backend)
         provenance = provenance_config(
-            os.environ, args.watermark, args.visible_label, args.instance_id
+            os.environ,
+            args.watermark,
+            args.visible_label,
+            args.instance_id,
+            args.watermark_key,
+            args.watermark_key_file,
         )
         config = RenderJobConfig.of(
             provenance=provenance, fps=args.fps, seed=args.seed, motion=motion, backend=backend
@@ -228,6 +257,8 @@ def _render(args: argparse.Namespace) -> None:
         f"({report.realtime_factor:.1f}x real time)"
     )
     mark = f"mark {report.mark_id}" if report.watermark else "NO invisible mark (--no-watermark)"
+    if report.watermark and provenance.mark.key_kind == "private":
+        mark += " (private key: verify with --watermark-key or --watermark-key-file)"
     signer = "a development certificate" if report.development_certificate else "your certificate"
     print(f"provenance: job {report.job_id}, {mark}; C2PA manifest signed with {signer}")
 
@@ -275,10 +306,14 @@ def _serve(args: argparse.Namespace) -> None:
         watermark=args.watermark,
         visible_label=args.visible_label,
         instance_id=args.instance_id,
+        watermark_key=args.watermark_key,
+        watermark_key_file=args.watermark_key_file,
     )
     check_backends(config.session.backend)
     if not config.provenance.watermark:
         logger.warning("the invisible provenance mark is OFF (--no-watermark / FACECAST_WATERMARK)")
+    elif config.provenance.mark.key_kind == "private":
+        logger.info("the invisible mark uses a private key: only its holders can verify it")
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.api_token is None:
         logger.warning(
             "listening on %s without FACECAST_API_TOKEN: anyone can connect", config.host

@@ -18,7 +18,7 @@ from engines.face.encoder import FaceEncoderConfig
 from engines.motion import MOTION_KINDS, MotionConfig
 from engines.paths import avatar_cache_dir
 from engines.pipeline import LIVE_FPS, PipelineConfig, check_fps
-from engines.provenance import ProvenanceConfig, VerifyLimits, parse_instance_id
+from engines.provenance import ProvenanceConfig, VerifyLimits, WatermarkConfig, parse_instance_id
 from engines.render.renderer import RendererConfig
 
 from .encoders import X264_PRESET, check_x264_preset
@@ -30,10 +30,12 @@ __all__ = [
     "ServerConfig",
     "load_config",
     "provenance_config",
+    "watermark_config",
     "MAX_FPS",
 ]
 
 MAX_FPS = LIVE_FPS[1]  # webrtc.configure_encoders raises aiortc's assumed rate to it
+_MAX_KEY_FILE_BYTES = 4096  # a watermark key file holds one key, not a document
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,8 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Se
         watermark=overrides.pop("watermark", None),
         visible_label=overrides.pop("visible_label", None),
         instance_id=overrides.pop("instance_id", None),
+        watermark_key=overrides.pop("watermark_key", None),
+        watermark_key_file=overrides.pop("watermark_key_file", None),
     )
     motion = _motion_config(env, overrides.pop("motion", None), overrides.pop("checkpoint", None))
     backend = _backend_config(
@@ -261,11 +265,14 @@ def provenance_config(
     watermark: object = None,
     visible_label: object = None,
     instance_id: object = None,
+    watermark_key: object = None,
+    watermark_key_file: object = None,
 ) -> ProvenanceConfig:
     """FACECAST_WATERMARK (0/off/false turns the invisible mark off), FACECAST_AI_LABEL,
-    FACECAST_INSTANCE_ID (hex), FACECAST_C2PA_CERT + FACECAST_C2PA_KEY (PEM paths), then
-    the flags (--no-watermark, --ai-label, --instance-id). `facecast render` uses it too."""
-    values: dict[str, Any] = {}
+    FACECAST_INSTANCE_ID (hex), FACECAST_WATERMARK_KEY / _FILE (see watermark_config),
+    FACECAST_C2PA_CERT + FACECAST_C2PA_KEY (PEM paths), then the flags (--no-watermark,
+    --ai-label, --instance-id, --watermark-key / -file). `facecast render` uses it too."""
+    values: dict[str, Any] = {"mark": watermark_config(env, watermark_key, watermark_key_file)}
     for key, name, flag in (
         ("watermark", "FACECAST_WATERMARK", watermark),
         ("visible_label", "FACECAST_AI_LABEL", visible_label),
@@ -281,6 +288,60 @@ def provenance_config(
         values["signing_cert"] = Path(cert) if cert else None
         values["signing_key"] = Path(private) if private else None
     return ProvenanceConfig(**values)
+
+
+def watermark_config(
+    env: Mapping[str, str], key: object = None, key_file: object = None
+) -> WatermarkConfig:
+    """The invisible mark's key: the --watermark-key TEXT / --watermark-key-file PATH flags,
+    else FACECAST_WATERMARK_KEY / FACECAST_WATERMARK_KEY_FILE, else the public key. A key
+    file's trailing newline is not part of the key (so `echo KEY > file` and --watermark-key
+    KEY agree). Two at once, an empty key or an unreadable file raise ValueError: a
+    deployment that meant a private key must never fall back to the public one quietly.
+    `facecast serve`, `render` and `verify` all read the key here."""
+    names = ("--watermark-key", "--watermark-key-file")
+    if key is None and key_file is None:  # flags override the environment, as a pair
+        names = ("FACECAST_WATERMARK_KEY", "FACECAST_WATERMARK_KEY_FILE")
+        key, key_file = env.get(names[0]), env.get(names[1])
+    if key is not None and key_file is not None:
+        raise ValueError(f"give {names[0]} or {names[1]}, not both")
+    if key_file is not None:
+        return WatermarkConfig(key=_read_key_file(str(key_file), names[1]))
+    if key is None:
+        return WatermarkConfig()
+    text = str(key)
+    if not text.strip():
+        raise ValueError(
+            f"{names[0]} is empty: give a long random key (`openssl rand -hex 32`), or leave "
+            "it unset for the public key"
+        )
+    return WatermarkConfig(key=text.encode())
+
+
+def _read_key_file(name: str, source: str) -> bytes:
+    """The key in the file `name` (given by `source`), without its trailing newline."""
+    if not name.strip():
+        raise ValueError(f"{source} is empty: name the file that holds the watermark key")
+    try:
+        with open(name, "rb") as stream:
+            data = stream.read(_MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot read the watermark key file {name} ({exc.strerror or exc}); check "
+            f"{source} and that this user may read the file"
+        ) from None
+    if len(data) > _MAX_KEY_FILE_BYTES:
+        raise ValueError(
+            f"the watermark key file {name} is over {_MAX_KEY_FILE_BYTES} bytes; it holds "
+            "one key (e.g. written by `openssl rand -hex 32`)"
+        )
+    key = data.rstrip(b"\r\n")
+    if not key.strip():
+        raise ValueError(
+            f"the watermark key file {name} is empty; write a key into it "
+            f"(`openssl rand -hex 32 > {name}`)"
+        )
+    return key
 
 
 def _switch(env: Mapping[str, str], name: str) -> bool | None:

@@ -1,11 +1,13 @@
 """Provenance end to end: every live and offline frame carries the mark, `facecast verify` and
 POST /api/verify find it, MP4s carry a C2PA manifest c2pa's own Reader validates, the
-visible label is in the corner, and --no-watermark really turns the mark off."""
+visible label is in the corner, --no-watermark really turns the mark off, and a mark made
+with a private key is found with that key only (test_watermark_key.py: the key itself)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -25,12 +27,14 @@ from engines.provenance import (
     DIGITAL_SOURCE_TYPE,
     FrameMarker,
     ProvenanceConfig,
+    WatermarkConfig,
     detect,
     format_mark,
     instance_id_of,
     label_box,
     split_payload,
     stream_mark,
+    verify_video,
 )
 from server.client import FacecastClient
 from server.config import load_config
@@ -42,6 +46,7 @@ pytestmark = pytest.mark.slow
 FPS = 12  # few frames: the mark needs seconds, not frames (bench_watermark.md)
 INSTANCE = "c0ffee"
 MAX_VIDEO_BYTES = 1_000_000
+PRIVATE_KEY = "a-deployment's-own-key-5e1d"
 
 
 def _frames(path: Path) -> list[np.ndarray]:
@@ -49,14 +54,16 @@ def _frames(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
-def _verify_cli(path: Path) -> tuple[int, dict]:
+def _verify_cli(path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
     result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "verify", str(path), "--json"],
+        [sys.executable, "-m", "server.cli", "verify", str(path), "--json", *args],
         capture_output=True,
         text=True,
         timeout=120,
+        env=None if env is None else {**os.environ, **env},
     )
     assert result.returncode in (0, 1), result.stderr
+    assert PRIVATE_KEY not in result.stdout  # reports name the key, never print it
     return result.returncode, json.loads(result.stdout)
 
 
@@ -69,13 +76,14 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def renders(
     silence_path: Path, state_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, tuple[Path, RenderReport]]:
-    """3 s of the idle built-in portrait at 12 fps: marked (the default), and unmarked with
-    the visible label, same seed."""
+    """3 s of the idle built-in portrait at 12 fps: marked (the default), unmarked with the
+    visible label, and marked with a private key, same seed."""
     folder = tmp_path_factory.mktemp("renders")
     out = {}
     for name, provenance in (
         ("marked", ProvenanceConfig()),
         ("labelled", ProvenanceConfig(watermark=False, visible_label=True)),
+        ("private", ProvenanceConfig(mark=WatermarkConfig(key=PRIVATE_KEY.encode()))),
     ):
         config = replace(RenderJobConfig.of(provenance=provenance, fps=FPS), state_dir=state_dir)
         path = folder / f"{name}.mp4"
@@ -127,6 +135,26 @@ def test_offline_mp4_is_marked_and_facecast_verify_reads_the_job(renders) -> Non
     manifest = out["manifest"]
     assert manifest["valid"] and manifest["ai_generated"] and manifest["development_certificate"]
     assert manifest["watermark"] == report.mark_id  # the manifest names the frames' mark
+    assert mark["key"] == "public" and mark["keys_tried"] == ["public"]
+
+
+def test_a_private_key_mp4_is_found_by_facecast_verify_with_that_key_only(
+    renders, tmp_path: Path
+) -> None:
+    path, report = renders["private"]
+    code, out = _verify_cli(path, "--watermark-key", PRIVATE_KEY)
+    assert code == 0 and out["watermark"]["marked"]
+    assert out["watermark"]["mark"] == report.mark_id and out["watermark"]["key"] == "private"
+    assert out["watermark"]["keys_tried"] == ["private", "public"]
+    key_file = tmp_path / "watermark.key"
+    key_file.write_text(PRIVATE_KEY + "\n")
+    _, out = _verify_cli(path, env={"FACECAST_WATERMARK_KEY_FILE": str(key_file)})
+    assert out["watermark"]["mark"] == report.mark_id and out["watermark"]["key"] == "private"
+    # Without the key the mark is not there (the manifest still says AI-generated).
+    assert not verify_video(path).watermark.marked
+    # A holder of a private key still recognises public-key output.
+    public = verify_video(renders["marked"][0], config=WatermarkConfig(key=PRIVATE_KEY.encode()))
+    assert public.watermark.marked and public.watermark.key == "public"
 
 
 def test_no_watermark_render_is_unmarked_and_labelled_in_the_corner(renders) -> None:
@@ -180,7 +208,7 @@ def test_an_unmarked_video_is_not_facecast_output(unmarked_clip: Path) -> None:
 def test_live_frames_carry_the_session_mark_and_health_says_so(server: LiveServer) -> None:
     health = httpx.get(f"{server.url}/api/health").json()
     assert health["watermark"] is True and health["visible_label"] is False
-    assert health["instance_id"] == INSTANCE
+    assert health["instance_id"] == INSTANCE and health["watermark_key"] == "public"
     session, frames = asyncio.run(_live_frames(server.url, 3.0))
     detection = detect(frames)  # frames as the viewer's decoder gave them
     assert detection.marked, detection
@@ -263,6 +291,27 @@ def test_api_verify_runs_one_at_a_time_and_says_when_busy(unmarked_clip: Path) -
     assert answers[0].status_code == 429 and "again" in answers[0].json()["detail"]
     after = client.post("/api/verify", files=upload)
     assert after.status_code == 200 and after.json()["identified"] is False
+
+
+def test_api_verify_on_a_private_key_server_says_which_key_matched(renders, tmp_path: Path) -> None:
+    """A server with a private key tries its own key and the public one, and names the one
+    that matched, never the key."""
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    config = load_config(
+        {"FACECAST_WATERMARK_KEY": PRIVATE_KEY, "FACECAST_DATA_DIR": str(tmp_path)}
+    )
+    client = TestClient(create_app(config), base_url="http://localhost")
+    for name, key in (("private", "private"), ("marked", "public")):
+        path, report = renders[name]
+        response = client.post("/api/verify", files={"file": ("clip.mp4", path.read_bytes())})
+        assert response.status_code == 200, response.text
+        mark = response.json()["watermark"]
+        assert mark["marked"] and mark["mark"] == report.mark_id and mark["key"] == key
+        assert mark["keys_tried"] == ["private", "public"]
+        assert PRIVATE_KEY not in response.text
 
 
 def test_no_watermark_server_reports_it_and_sends_unmarked_frames(

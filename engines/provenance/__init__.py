@@ -3,7 +3,9 @@ label, and the signed C2PA manifest of MP4s.
 
 `FrameMarker(config, instance_id, stream_id).mark(rgb)` after rendering and
 before encoding; `verify_video(path)` reads a video back (mark and manifest);
-`sign_mp4` embeds the manifest. The mark's design and the measured comparison
+`sign_mp4` embeds the manifest. `WatermarkConfig.key` is the public DEFAULT_KEY
+unless a deployment sets a private one; reports name it 'public' or 'private',
+never the key. The mark's design and the measured comparison
 with `invisible-watermark` are in watermark.py's docstring and
 benchmarks/results/bench_watermark.md.
 """
@@ -35,6 +37,7 @@ from .watermark import (
     WatermarkDetector,
     WatermarkEmbedder,
     detect,
+    key_kind,
     make_payload,
     split_payload,
 )
@@ -62,6 +65,7 @@ __all__ = [
     "detect",
     "format_mark",
     "instance_id_of",
+    "key_kind",
     "label_box",
     "load_credentials",
     "make_payload",

@@ -7,8 +7,9 @@
 The instance id is random, made once and kept in the provenance state folder
 (`instance_id` there), unless the operator sets one: a hostname hash would put
 a guessable name into every video. The stream part is a hash of the session or
-job id, never the id itself: a live session id is a capability, and the mark
-can be read by anyone. The server logs which session or job had which mark.
+job id, never the id itself: a live session id is a capability, and with the
+public key the mark can be read by anyone. The server logs which session or job
+had which mark.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ class ProvenanceConfig:
     visible_label: an "AI-generated" label in the bottom-right corner;
     instance_id: this install's 24-bit id, None to use (or make) the one kept in
     the state folder; signing_cert / signing_key: PEM files that sign the C2PA
-    manifest of MP4s, None for the development certificate made on first use."""
+    manifest of MP4s, None for the development certificate made on first use;
+    mark: the invisible mark's key and strength (the public key unless the operator
+    sets a private one: `mark.key_kind`)."""
 
     watermark: bool = True
     visible_label: bool = False

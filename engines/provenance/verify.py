@@ -1,7 +1,8 @@
 """Checking a video: is it facecast output? The invisible mark over its frames, and its manifest.
 
     any file FFmpeg reads --PyAV: first video stream, at most max_frames frames,
-        luma at most 1024 px wide--> WatermarkDetector --> WatermarkReport
+        luma at most 1024 px wide--> WatermarkDetector --the configured key, and the
+        public one when that is private--> WatermarkReport (which key matched, not the key)
     the same file --c2pa Reader (MP4, MOV, AVI)--> ManifestReport
 
 The work is bounded before it starts: a frame larger than `max_pixels` is
@@ -20,7 +21,14 @@ from engines.errors import InvalidVideoError, VideoTooLargeError
 
 from .manifest import ManifestReport, describe, read_manifest
 from .marker import format_mark
-from .watermark import Detection, WatermarkConfig, WatermarkDetector, split_payload
+from .watermark import (
+    DEFAULT_KEY,
+    Detection,
+    WatermarkConfig,
+    WatermarkDetector,
+    key_kind,
+    split_payload,
+)
 
 __all__ = ["VerifyLimits", "VerifyReport", "WatermarkReport", "verify_video"]
 
@@ -43,7 +51,9 @@ class VerifyLimits:
 
 @dataclass(frozen=True)
 class WatermarkReport:
-    """The mark's verdict; `mark` is 'instance-stream' in hex when the payload read back."""
+    """The mark's verdict; `mark` is 'instance-stream' in hex when the payload read back;
+    `key` says whose key found it ('public' or 'private', None when not found) and
+    `keys_tried` which were tried, never the keys themselves."""
 
     marked: bool
     mark: str | None
@@ -52,9 +62,13 @@ class WatermarkReport:
     p_value: float
     z: float
     frames: int
+    key: str | None = None
+    keys_tried: tuple[str, ...] = ("public",)
 
     @classmethod
-    def of(cls, detection: Detection) -> WatermarkReport:
+    def of(
+        cls, detection: Detection, key: str | None = None, keys_tried: tuple[str, ...] = ("public",)
+    ) -> WatermarkReport:
         mark = instance = stream = None
         if detection.payload is not None:
             instance_id, stream_id = split_payload(detection.payload)
@@ -68,6 +82,8 @@ class WatermarkReport:
             detection.p_value,
             round(detection.z, 2),
             detection.frames,
+            key if detection.marked else None,
+            keys_tried,
         )
 
 
@@ -96,11 +112,14 @@ class VerifyReport:
         """Lines for people."""
         mark = self.watermark
         if mark.marked and mark.mark:
-            line = f"watermark: MARKED, instance {mark.instance_id}, session/job {mark.stream_mark}"
+            line = (
+                f"watermark: MARKED ({mark.key} key), instance {mark.instance_id}, "
+                f"session/job {mark.stream_mark}"
+            )
         elif mark.marked:
-            line = "watermark: MARKED, payload unreadable (its CRC failed)"
+            line = f"watermark: MARKED ({mark.key} key), payload unreadable (its CRC failed)"
         else:
-            line = "watermark: not found"
+            line = f"watermark: not found with the {' or the '.join(mark.keys_tried)} key"
         stats = f"p = {mark.p_value:.2g}, z = {mark.z:.1f}, {mark.frames} frames"
         return [
             f"{line} ({stats})",
@@ -115,7 +134,11 @@ def verify_video(
     config: WatermarkConfig | None = None,
 ) -> VerifyReport:
     """Check one video file (a path or a seekable binary file). InvalidVideoError if it
-    holds no decodable video, VideoTooLargeError if its frames are over the limit."""
+    holds no decodable video, VideoTooLargeError if its frames are over the limit.
+
+    The mark is looked for with `config.key` and, when that is a private key, with the
+    public one too (one decode, one fold: little more than one key's cost), so a holder
+    of a private key still recognises every other deployment's output."""
     limits = limits or VerifyLimits()
     detector = WatermarkDetector(config)
     if isinstance(source, Path):
@@ -128,7 +151,19 @@ def _verify(stream: BinaryIO, limits: VerifyLimits, detector: WatermarkDetector)
     width, height, container = _decode_into(stream, limits, detector)
     mime = next((m for k, m in _MIME_TYPES.items() if k in container.split(",")), None)
     manifest = ManifestReport(present=False) if mime is None else read_manifest(stream, mime)
-    return VerifyReport(WatermarkReport.of(detector.result()), manifest, width, height, container)
+    return VerifyReport(_watermark_report(detector), manifest, width, height, container)
+
+
+def _watermark_report(detector: WatermarkDetector) -> WatermarkReport:
+    """The best of the configured key and, if that is private, the public key: the marked
+    detection with the smallest p, else the one closest to marked."""
+    keys = list(dict.fromkeys([detector.config.key, DEFAULT_KEY]))
+    detections = detector.results(keys)
+    kinds = tuple(key_kind(key) for key in keys)
+    best = max(
+        zip(detections, kinds, strict=True), key=lambda d: (d[0].marked, -d[0].p_value, d[0].z)
+    )
+    return WatermarkReport.of(best[0], best[1], kinds)
 
 
 def _decode_into(

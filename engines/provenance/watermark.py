@@ -37,6 +37,13 @@ is "marked" when p <= `false_positive_rate` (1e-6 per video by default, so
 z_max >= 7.6 with its 3.2 M hypotheses). The payload is then read at the winning hypothesis, soft-
 decoded, and reported only if its CRC matches.
 
+Keys: every sign and role above derives from the key. With the public
+DEFAULT_KEY anyone can verify a video, and anyone can also locate the mark; with
+a deployment's private key only holders of the key can. For any other key the
+signs are independent of the mark, so the null above holds and a wrong key finds
+nothing. Testing K keys on one video (`results`) shares the host removal and
+the folding, and multiplies H by K, so the per-video bound stays the same.
+
 Why not `invisible-watermark` (DWT-DCT, the package Stable Diffusion uses):
 it cannot be installed into this venv without breaking pins (it requires
 opencv-python, whose current wheel pulls numpy 2, and mediapipe 0.10.21
@@ -57,9 +64,11 @@ Frames are (H, W, 3) uint8 RGB; luma frames are (H, W) uint8 or float.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -73,12 +82,14 @@ __all__ = [
     "WatermarkDetector",
     "WatermarkEmbedder",
     "detect",
+    "key_kind",
     "make_payload",
     "split_payload",
 ]
 
 # The public verification key: anyone can check a facecast video (that is the
-# point of the mark); a deployment may set its own.
+# point of the mark); a deployment may set its own, private one (then only holders
+# of that key can find the mark).
 DEFAULT_KEY = b"facecast-provenance-v1"
 GRID = 128  # chips across the frame width
 TILE = GRID // 2  # chips per tile side: the frame holds 2 x 2 tiles
@@ -104,17 +115,26 @@ def split_payload(payload: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class WatermarkConfig:
-    """strength: RMS chip amplitude in 8-bit levels before masking and interpolation
-    (2.6 gives ~43 dB PSNR on portraits); false_positive_rate: the per-video bound
-    on calling unmarked content marked; min_crop_fraction: the smallest share of the
-    original width a cropped video may keep and still be searched."""
+    """key: the secret the chip signs and layout derive from (DEFAULT_KEY, public, unless a
+    deployment sets its own; never in reprs or logs); strength: RMS chip amplitude in
+    8-bit levels before masking and interpolation (2.6 gives ~43 dB PSNR on portraits);
+    false_positive_rate: the per-video bound on calling unmarked content marked, over
+    every key tried; min_crop_fraction: the smallest share of the original width a
+    cropped video may keep and still be searched."""
 
-    key: bytes = DEFAULT_KEY
+    key: bytes = field(default=DEFAULT_KEY, repr=False)
     strength: float = 2.6
     false_positive_rate: float = 1e-6
     min_crop_fraction: float = 0.86
 
     def __post_init__(self) -> None:
+        if not isinstance(self.key, bytes):
+            raise TypeError(f"the watermark key is bytes, got {type(self.key).__name__}")
+        if not self.key.strip():
+            raise ValueError(
+                "the watermark key is empty: give a long random one (`openssl rand -hex 32`), "
+                "or none for the public key"
+            )
         if not 0 < self.strength <= 8:
             raise ValueError(f"strength must be in (0, 8] levels, got {self.strength}")
         if not 0 < self.false_positive_rate < 1:
@@ -124,9 +144,21 @@ class WatermarkConfig:
         if not 0.5 <= self.min_crop_fraction <= 1:
             raise ValueError(f"min_crop_fraction must be in [0.5, 1], got {self.min_crop_fraction}")
 
+    @property
+    def key_kind(self) -> str:
+        """'public' for DEFAULT_KEY (anyone can verify), 'private' for a deployment's own:
+        what health and verify reports say instead of the key."""
+        return key_kind(self.key)
+
+
+def key_kind(key: bytes) -> str:
+    """'public' or 'private': a key as reports may name it."""
+    return "public" if key == DEFAULT_KEY else "private"
+
 
 class _Layout:
-    """The key's chip signs and roles over one tile (TILE x TILE positions)."""
+    """The key's chip signs and roles over one tile (TILE x TILE positions); read-only,
+    shared by every embedder and detector of the key (_layout)."""
 
     def __init__(self, key: bytes) -> None:
         seed = int.from_bytes(hashlib.sha256(b"facecast-wm|" + key).digest()[:8], "little")
@@ -139,6 +171,34 @@ class _Layout:
         self.bit_of = np.full(positions, -1, dtype=np.int64)  # coded bit carried, -1 = sync
         payload_positions = order[_SYNC_POSITIONS:]
         self.bit_of[payload_positions] = np.arange(len(payload_positions)) % code.CODED_BITS
+        for array in (self.signs, self.sync, self.bit_of):
+            array.setflags(write=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _layout(key: bytes) -> _Layout:
+    """The key's layout, made once per key: every session's embedder and every verify reuse it."""
+    return _Layout(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _sync_spectra(key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """rfft2 of the key's sync signs and of its sync mask as impulses at chip centres over one
+    tile at detection resolution: (256, 129) complex each, read-only, made once per key."""
+    layout = _layout(key)
+    side = TILE * _CHIP_PX
+    signs = np.zeros((side, side), np.float32)
+    mask = np.zeros((side, side), np.float32)
+    centre = _CHIP_PX // 2 - 1  # bilinear chip i is centred at 4i + 1.5: sample at 4i + 1
+    rows, cols = np.divmod(np.arange(TILE * TILE), TILE)
+    sync = layout.sync
+    ys, xs = rows[sync] * _CHIP_PX + centre, cols[sync] * _CHIP_PX + centre
+    signs[ys, xs] = layout.signs[sync]
+    mask[ys, xs] = 1.0
+    spectra = np.fft.rfft2(signs), np.fft.rfft2(mask)
+    for spectrum in spectra:
+        spectrum.setflags(write=False)
+    return spectra
 
 
 def _tile_to_grid(tile: np.ndarray, rows: int) -> np.ndarray:
@@ -159,7 +219,7 @@ class WatermarkEmbedder:
     def __init__(self, payload: int, config: WatermarkConfig | None = None) -> None:
         self.config = config or WatermarkConfig()
         self.payload = payload
-        layout = _Layout(self.config.key)
+        layout = _layout(self.config.key)
         coded = code.encode(payload).astype(np.float64)
         chips = layout.signs.copy()
         carried = layout.bit_of >= 0
@@ -286,7 +346,8 @@ _TENT = _tent_kernel()
 
 
 class WatermarkDetector:
-    """Accumulates frames of one video, then `result()` tests for the key's mark.
+    """Accumulates frames of one video, then `result()` tests for the key's mark, or
+    `results(keys)` for several keys' marks at little more than the cost of one.
 
     add() takes (H, W) luma or (H, W, 3) RGB frames of any size; all of one video
     must share one size.
@@ -294,13 +355,11 @@ class WatermarkDetector:
 
     def __init__(self, config: WatermarkConfig | None = None) -> None:
         self.config = config or WatermarkConfig()
-        self._layout = _Layout(self.config.key)
         self._sum: np.ndarray | None = None
         self.frames = 0
         fractions = self._fractions()
-        self.hypotheses = len(fractions) * (TILE * _CHIP_PX) ** 2
+        self.hypotheses = len(fractions) * (TILE * _CHIP_PX) ** 2  # per key tried
         self._fractions_list = fractions
-        self._sync_kernel, self._sync_mask = self._kernels()
 
     def _fractions(self) -> list[float]:
         # Scale step: a mismatch of d shifts the farthest chip by 256 * d canonical px; keep it
@@ -309,19 +368,6 @@ class WatermarkDetector:
         step = 1.5 / (GRID * _CHIP_PX)
         count = max(1, math.ceil((1.0 - low) / step) + 1)
         return [float(v) for v in np.linspace(1.0, low, count)]
-
-    def _kernels(self) -> tuple[np.ndarray, np.ndarray]:
-        """FFTs of the sync signs and the sync mask as impulses at chip centres, one tile."""
-        side = TILE * _CHIP_PX
-        signs = np.zeros((side, side), np.float32)
-        mask = np.zeros((side, side), np.float32)
-        centre = _CHIP_PX // 2 - 1  # bilinear chip i is centred at 4i + 1.5: sample at 4i + 1
-        rows, cols = np.divmod(np.arange(TILE * TILE), TILE)
-        sync = self._layout.sync
-        ys, xs = rows[sync] * _CHIP_PX + centre, cols[sync] * _CHIP_PX + centre
-        signs[ys, xs] = self._layout.signs[sync]
-        mask[ys, xs] = 1.0
-        return np.fft.rfft2(signs), np.fft.rfft2(mask)
 
     def add(self, frame: np.ndarray) -> None:
         luma = _luma(frame)
@@ -349,59 +395,93 @@ class WatermarkDetector:
         padded[:rows, :cols] = matched
         return padded.reshape(padded.shape[0] // side, side, -1, side).sum(axis=(0, 2))
 
-    def _statistic(self, folded: np.ndarray) -> tuple[float, tuple[int, int]]:
-        """Max over cyclic shifts of S / sqrt(sum x^2) and the shift (dy, dx) where it is."""
-        spectrum = np.fft.rfft2(folded)
-        power = np.fft.rfft2(folded * folded)
-        side = folded.shape[0]
-        numerator = np.fft.irfft2(spectrum * np.conj(self._sync_kernel), (side, side))
-        energy = np.fft.irfft2(power * np.conj(self._sync_mask), (side, side))
-        z = numerator / np.sqrt(np.maximum(energy, 1e-12))
-        best = int(np.argmax(z))
-        dy, dx = divmod(best, side)
-        return float(z.flat[best]), (dy, dx)
-
-    def _soft_bits(self, folded: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
-        """(CODED_BITS,) soft coded bits at a hypothesis, positive meaning coded 0."""
-        side = folded.shape[0]
-        rows, cols = np.divmod(np.arange(TILE * TILE), TILE)
-        centre = _CHIP_PX // 2 - 1
-        ys = (rows * _CHIP_PX + centre + shift[0]) % side
-        xs = (cols * _CHIP_PX + centre + shift[1]) % side
-        values = folded[ys, xs] * self._layout.signs
-        carried = self._layout.bit_of >= 0
-        soft = np.bincount(self._layout.bit_of[carried], values[carried], minlength=code.CODED_BITS)
-        count = np.bincount(self._layout.bit_of[carried], minlength=code.CODED_BITS)
-        noise = np.sqrt(np.mean(values[carried] ** 2) * count)
-        return soft / np.maximum(noise, 1e-12)
-
     def result(self) -> Detection:
+        """The test for the configured key's mark."""
+        return self.results([self.config.key])[0]
+
+    def results(self, keys: Sequence[bytes]) -> list[Detection]:
+        """One Detection per key, in order, over the same frames. The host removal and the
+        folding (most of the work) are done once for all keys; each p-value counts the
+        hypotheses of every key tried (Bonferroni), so false_positive_rate stays the bound
+        for the whole video however many keys are tried."""
         if self._sum is None or self.frames == 0:
             raise ValueError("no frames added: call add() with the video's frames first")
+        if not keys:
+            raise ValueError("no keys to test: give at least one")
         mean = (self._sum / self.frames).astype(np.float32)
-        best_z, best_fraction, best_shift, best_fold = -math.inf, 1.0, (0, 0), None
+        spectra = [_sync_spectra(key) for key in keys]
+        best: list[tuple[float, float, tuple[int, int], np.ndarray | None]] = [
+            (-math.inf, 1.0, (0, 0), None) for _ in keys
+        ]
         for fraction in self._fractions_list:
             folded = self._folded(mean, fraction)
-            z, shift = self._statistic(folded)
-            if z > best_z:
-                best_z, best_fraction, best_shift, best_fold = z, fraction, shift, folded
-        assert best_fold is not None
-        log_p = math.log(self.hypotheses) - best_z * best_z / 2 if best_z > 0 else 0.0
+            spectrum, power = np.fft.rfft2(folded), np.fft.rfft2(folded * folded)
+            for index, (signs, mask) in enumerate(spectra):
+                z, shift = _statistic(spectrum, power, signs, mask, folded.shape[0])
+                if z > best[index][0]:
+                    best[index] = (z, fraction, shift, folded)
+        hypotheses = self.hypotheses * len(keys)
+        return [
+            self._detection(key, z, fraction, shift, folded, hypotheses)
+            for key, (z, fraction, shift, folded) in zip(keys, best, strict=True)
+        ]
+
+    def _detection(
+        self,
+        key: bytes,
+        z: float,
+        fraction: float,
+        shift: tuple[int, int],
+        folded: np.ndarray | None,
+        hypotheses: int,
+    ) -> Detection:
+        assert folded is not None
+        log_p = math.log(hypotheses) - z * z / 2 if z > 0 else 0.0
         p_value = min(1.0, math.exp(min(log_p, 0.0)))
         marked = p_value <= self.config.false_positive_rate
-        soft = self._soft_bits(best_fold, best_shift)
+        soft = _soft_bits(_layout(key), folded, shift)
         payload = code.decode(soft) if marked else None
         return Detection(
             marked=marked,
             payload=payload,
             p_value=p_value,
-            z=best_z,
+            z=z,
             frames=self.frames,
-            hypotheses=self.hypotheses,
-            crop_fraction=best_fraction,
-            shift=best_shift,
+            hypotheses=hypotheses,
+            crop_fraction=fraction,
+            shift=shift,
             bit_margin=float(np.mean(np.abs(soft))),
         )
+
+
+def _statistic(
+    spectrum: np.ndarray, power: np.ndarray, signs: np.ndarray, mask: np.ndarray, side: int
+) -> tuple[float, tuple[int, int]]:
+    """Max over cyclic shifts of S / sqrt(sum x^2) and the shift (dy, dx) where it is.
+
+    spectrum, power: rfft2 of the folded tile x and of x^2; signs, mask: the key's
+    _sync_spectra; all (side, side // 2 + 1) complex."""
+    numerator = np.fft.irfft2(spectrum * np.conj(signs), (side, side))
+    energy = np.fft.irfft2(power * np.conj(mask), (side, side))
+    z = numerator / np.sqrt(np.maximum(energy, 1e-12))
+    best = int(np.argmax(z))
+    dy, dx = divmod(best, side)
+    return float(z.flat[best]), (dy, dx)
+
+
+def _soft_bits(layout: _Layout, folded: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
+    """(CODED_BITS,) soft coded bits at a hypothesis, positive meaning coded 0."""
+    side = folded.shape[0]
+    rows, cols = np.divmod(np.arange(TILE * TILE), TILE)
+    centre = _CHIP_PX // 2 - 1
+    ys = (rows * _CHIP_PX + centre + shift[0]) % side
+    xs = (cols * _CHIP_PX + centre + shift[1]) % side
+    values = folded[ys, xs] * layout.signs
+    carried = layout.bit_of >= 0
+    soft = np.bincount(layout.bit_of[carried], values[carried], minlength=code.CODED_BITS)
+    count = np.bincount(layout.bit_of[carried], minlength=code.CODED_BITS)
+    noise = np.sqrt(np.mean(values[carried] ** 2) * count)
+    return soft / np.maximum(noise, 1e-12)
 
 
 def detect(
