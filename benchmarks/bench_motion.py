@@ -10,8 +10,8 @@ pocketsphinx (engines.training.phone_align): forced alignment of the known text 
 synthetic clips, free phone recognition for the recording (no transcript).
 
 Sources: the learned sampler streaming with 1 and 2 frames heard per call (the
-live settings), the learned sampler hearing whole windows (offline rendering),
-and the baseline. Measured:
+live settings; live and offline rendering use 1), the learned sampler hearing
+whole windows (offline rendering's setting before), and the baseline. Measured:
 - lip sync: bilabial closure rate (lips meet during P/B/M), open-vowel rate
   (lips apart during AA/AE/AO/AW/AY: a mouth that never opens cannot game the
   closure rate), jawOpen-openness correlation and its best lag;
@@ -78,7 +78,7 @@ OPEN_VOWEL_GUARD = 0.7
 SOURCES: dict[str, MotionConfig] = {
     "learned, 1 frame heard (live default)": MotionConfig(heard_frames=1),
     "learned, 2 frames heard": MotionConfig(heard_frames=2),
-    "learned, whole window (offline)": MotionConfig(heard_frames=64),
+    "learned, whole window (offline before)": MotionConfig(heard_frames=64),
     "baseline": MotionConfig(kind="baseline"),
 }
 CONTROL_CASES: dict[str, tuple[Controls, str, float]] = {

@@ -4,10 +4,10 @@ Usage: python -m benchmarks.bench_prosody [--quick] [--checkpoint PATH] [--sourc
        [--sentences N] [--out-dir DIR]
 
 Does speech drive the head, brows and blinks, and are the lips on time? For
-each motion source (the live learned sampler, the learned sampler hearing
-whole windows as offline rendering does, the procedural baseline, and a
-loudness follower defined here as a reference for the lip measures) on the
-held-out clips of bench_motion (flite slt, espeak-ng voices kept out of
+each motion source (the learned sampler as live and offline rendering run it,
+the learned sampler hearing whole windows as offline rendering did before, the
+procedural baseline, and a loudness follower defined here as a reference for
+the lip measures) on the held-out clips of bench_motion (flite slt, espeak-ng voices kept out of
 training) and the real radio recording. Every clip is padded with 1.5 s of
 -60 dBFS noise before and after, so there is silence to judge.
 
@@ -99,7 +99,7 @@ CLOSED_GAP = 0.05  # lip gap at or below: closed (bilabial_closure_rate's thresh
 FOLLOWER_JAW = 0.6  # the loudness follower's widest jawOpen
 CHANCE_CLIPS = 8  # clips rendered on a second seed for the chance |r|
 ETA_WINDOW = (0.5, 1.0)  # s before and after accents in the event-triggered plots
-SOURCE_NAMES = ("learned", "learned offline", "baseline", "loudness follower")
+SOURCE_NAMES = ("learned", "learned, whole window", "baseline", "loudness follower")
 _JAW = ms.index_of("jawOpen")
 _PITCH, _YAW, _ROLL = (ms.index_of(n) for n in ("headPitch", "headYaw", "headRoll"))
 _BROW = ms.index_of("browInnerUp")
@@ -158,7 +158,7 @@ def loudness_follower(samples: np.ndarray, seed: int = 0) -> np.ndarray:
 def _sources(names: Sequence[str], checkpoint: Path | None) -> dict[str, MotionFn]:
     configs = {
         "learned": MotionConfig(checkpoint=checkpoint),
-        "learned offline": MotionConfig(checkpoint=checkpoint, heard_frames=64),
+        "learned, whole window": MotionConfig(checkpoint=checkpoint, heard_frames=64),
         "baseline": MotionConfig(kind="baseline"),
     }
     fns: dict[str, MotionFn] = {n: partial(_motion, c) for n, c in configs.items()}

@@ -60,7 +60,7 @@ def contact_sheet(
     avatar = FaceEncoder().encode(portrait)
     renderer = FaceRenderer(avatar)
     # Offline settings, as `facecast render` uses them.
-    motion = source_motion(audio, fps, MotionConfig(kind=motion_kind, heard_frames=64))
+    motion = source_motion(audio, fps, MotionConfig(kind=motion_kind))
     picks = np.linspace(0, len(motion) - 1, 2 * COLUMNS - 2).astype(int)
     jaw = motion[:, index_of("jawOpen")]
     blink = motion[:, index_of("eyeBlinkLeft")]

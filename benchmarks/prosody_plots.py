@@ -29,7 +29,7 @@ _PITCH, _YAW = ms.index_of("headPitch"), ms.index_of("headYaw")
 _BROW = ms.index_of("browInnerUp")
 _COLOURS = {
     "learned": "tab:blue",
-    "learned offline": "tab:cyan",
+    "learned, whole window": "tab:cyan",
     "baseline": "tab:orange",
     "loudness follower": "tab:gray",
 }

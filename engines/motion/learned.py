@@ -72,6 +72,7 @@ _SMOOTHED = [
     for i, name in enumerate(ms.MOTION_NAMES)
     if name not in ms.MOUTH_CHANNELS and i not in _BLINKS
 ]
+_BROW_RAISES = ("browInnerUp", "browOuterUpLeft", "browOuterUpRight")
 _RMS = FEATURE_NAMES.index("rms_db")
 _DITHER = 1e-4  # -80 dBFS: under any real recording's noise floor, over digital zero
 
@@ -217,9 +218,12 @@ class LearnedMotion(MotionSource):
 
 
 def _audio_scales(config: MotionConfig) -> np.ndarray:
-    """Per-channel audio guidance (D,): mouth_audio_scale on the lips, audio_scale elsewhere."""
+    """Per-channel audio guidance (D,): mouth_audio_scale on the lips, nod_audio_scale on
+    the head's pitch, brow_audio_scale on the brow raises, audio_scale elsewhere."""
     scales = np.full(ms.MOTION_DIM, config.audio_scale, np.float32)
     scales[[ms.index_of(name) for name in ms.MOUTH_CHANNELS]] = config.mouth_audio_scale
+    scales[ms.index_of("headPitch")] = config.nod_audio_scale
+    scales[[ms.index_of(name) for name in _BROW_RAISES]] = config.brow_audio_scale
     return scales
 
 
