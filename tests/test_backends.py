@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from engines.backends.batching import CoalescingDenoiser
+from engines.backends.denoiser import TracedDenoiser
 from engines.backends.graphs import motion_graphs, renderer_graph
 from engines.backends.registry import (
     BACKEND_NAMES,
@@ -169,7 +170,27 @@ def test_learned_motion_on_onnxruntime_matches_torch(
 def test_motion_stages_are_shared_per_model_and_backend() -> None:
     model = default_motion_model()
     assert motion_stages(model, BackendConfig()) is motion_stages(model, BackendConfig())
-    assert motion_stages(model, BackendConfig()).denoiser is model.denoiser
+    denoiser = motion_stages(model, BackendConfig()).denoiser
+    assert isinstance(denoiser, TracedDenoiser) and denoiser.module is model.denoiser
+
+
+def test_the_traced_denoiser_gives_the_modules_numbers_at_every_shape() -> None:
+    module = default_motion_model().denoiser
+    traced = TracedDenoiser(module, max_shapes=2)
+    for rows in (3, 1, 2):  # the third shape is past max_shapes: the module runs it
+        feeds = _denoiser_feeds(rows, rows)
+        with torch.inference_mode():
+            expected = module(*feeds)
+        for _ in range(2):  # traced on the first call, replayed on the second
+            assert torch.allclose(traced(*feeds), expected, atol=1e-6), rows
+    assert len(traced._graphs) == 2
+    # Masks stay inputs, not constants of the trace: dropping the audio changes the output.
+    sample, t, audio, prev, controls, _, drop_prev, drop_controls = _denoiser_feeds(7)
+    heard, unheard = (
+        traced(sample, t, audio, prev, controls, torch.tensor(mask), drop_prev, drop_controls)
+        for mask in ([False] * 3, [True] * 3)
+    )
+    assert (heard - unheard).abs().max() > 1e-3
 
 
 def _denoiser_feeds(seed: int, rows: int = 3) -> tuple[torch.Tensor, ...]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import abc
+import threading
+import warnings
 
 import torch
 
 from .base import InferenceBackend
 
-__all__ = ["BackendDenoiser", "RowMaskDenoiser"]
+__all__ = ["BackendDenoiser", "RowMaskDenoiser", "TracedDenoiser"]
 
 _INPUTS = ("sample", "timestep", "audio", "prev", "controls")
 _MASKS = ("drop_audio", "drop_prev", "drop_controls")
@@ -61,3 +63,45 @@ class BackendDenoiser(RowMaskDenoiser):
             for name, value in zip(_INPUTS + _MASKS, values, strict=True)
         }
         return torch.from_numpy(self.backend.run(feeds)["v"]).to(sample.device)
+
+
+class TracedDenoiser(RowMaskDenoiser):
+    """A MotionDenoiser module traced by TorchScript, one graph per input shape; torch-cpu's.
+
+    The graph runs the module's own ops on its own weights (the same numbers:
+    tests/test_backends.py), without nn.Module's per-call Python: on the CPU that
+    Python, mostly the transformer layers checking on every call whether their
+    fused path applies, took a third of a sampler step at one session's 3 rows
+    (1.6 -> 1.0 ms per call on one thread; bench_engines' "sampler step"). A
+    session samples at one shape, so it traces once; shapes past max_shapes run
+    the module itself rather than grow the cache.
+    """
+
+    def __init__(self, module: torch.nn.Module, max_shapes: int = 8) -> None:
+        self.module = module.eval()
+        self.max_shapes = max_shapes
+        self._graphs: dict[tuple[tuple[int, ...], ...], torch.jit.ScriptModule] = {}
+        self._lock = threading.Lock()
+
+    @torch.inference_mode()
+    def _denoise(self, *tensors: torch.Tensor) -> torch.Tensor:
+        shapes = tuple(tuple(t.shape) for t in tensors)
+        graph = self._graphs.get(shapes)
+        if graph is None:
+            graph = self._trace(shapes, tensors)
+        return graph(*tensors) if graph is not None else self.module(*tensors)
+
+    def _trace(
+        self, shapes: tuple[tuple[int, ...], ...], tensors: tuple[torch.Tensor, ...]
+    ) -> torch.jit.ScriptModule | None:
+        with self._lock:  # sessions share one denoiser: trace each shape once
+            if shapes in self._graphs or len(self._graphs) >= self.max_shapes:
+                return self._graphs.get(shapes)
+            # The trace fixes the shapes (the module's shape checks become constants,
+            # which is what the warnings say); the masks stay inputs.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                traced = torch.jit.trace(self.module, tensors, check_trace=False)
+            graph = torch.jit.freeze(traced)
+            self._graphs[shapes] = graph
+            return graph

@@ -1,7 +1,8 @@
 """The torch backends: the modules themselves, on the CPU (torch-cpu) or a CUDA GPU (torch-cuda).
 
-torch-cpu is the default and what CI runs: each session calls its own modules on
-its own thread. torch-cuda keeps every frame on the device (no host round trip
+torch-cpu is the default and what CI runs: each session calls the modules on its
+own thread, the denoiser traced (TracedDenoiser: the same ops without
+nn.Module's per-call Python). torch-cuda keeps every frame on the device (no host round trip
 until the finished uint8 frame), replays a CUDA graph per batch size, copies
 frames out through pinned memory, and batches the denoiser calls of all sessions
 (CoalescingDenoiser) so N sessions cost about one launch per sampler step.
@@ -25,6 +26,7 @@ from ..errors import BackendUnavailableError
 from ..render.renderer import FaceRenderer, to_uint8_frames
 from .base import BackendProvider, FrameRenderer, InferenceBackend, MotionStages, TensorSpec
 from .batching import CoalescingDenoiser
+from .denoiser import TracedDenoiser
 
 if TYPE_CHECKING:
     from ..motion.model import MotionModel
@@ -80,7 +82,7 @@ class TorchProvider(BackendProvider):
 
     def motion_stages(self, model: MotionModel, config: BackendConfig) -> MotionStages:
         if config.name == "torch-cpu":
-            return MotionStages(model.encoder, model.denoiser)
+            return MotionStages(model.encoder, TracedDenoiser(model.denoiser))
         encoder = _OnDevice(copy.deepcopy(model.encoder).eval().cuda())
         denoiser = _OnDevice(copy.deepcopy(model.denoiser).eval().cuda())
         return MotionStages(encoder, CoalescingDenoiser(denoiser))
