@@ -14,6 +14,7 @@ sampling starts exactly there.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -59,6 +60,7 @@ class DDIMScheduler:
         self.alphas_cumprod = _cosine_alphas_cumprod(num_train_timesteps)
         self.num_inference_steps = 0
         self.timesteps = torch.zeros(0, dtype=torch.long)
+        self._cache: dict[tuple[object, ...], _StepCoefficients] = {}
 
     def set_timesteps(self, num_inference_steps: int) -> None:
         """Choose n evenly spaced timesteps, descending, starting at T - 1 ("trailing").
@@ -76,6 +78,7 @@ class DDIMScheduler:
         steps = torch.arange(self.num_train_timesteps, 0, -stride, dtype=torch.float64)
         self.timesteps = (steps.round() - 1).long()
         self.num_inference_steps = n
+        self._cache = {}  # step coefficients depend on the schedule's next timestep
 
     def _alpha(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
         """alphas_cumprod[t] broadcast against like: t scalar or shape (B,)."""
@@ -133,18 +136,47 @@ class DDIMScheduler:
         step's fresh noise when eta > 0 (unused at eta = 0).
         Returns x_prev, Tensor of shape (B, W, D); after the last step it is x0.
         """
-        t_int = int(t)
-        a = self._alpha(t_int, sample)
-        x0 = a.sqrt() * sample - (1 - a).sqrt() * model_output
-        eps = a.sqrt() * model_output + (1 - a).sqrt() * sample
-        prev = self._prev_timestep(t_int)
-        if prev < 0:
+        c = self._coefficients(int(t), sample)
+        x0 = c.sqrt_a * sample - c.sqrt_one_minus_a * model_output
+        if c.last:
             return x0
-        a_prev = self._alpha(prev, sample)
-        # DDIM's sigma: eta = 1 is the ancestral step's posterior std.
-        sigma = self.eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
-        out = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
+        eps = c.sqrt_a * model_output + c.sqrt_one_minus_a * sample
+        out = c.sqrt_a_prev * x0 + c.eps_scale * eps
         if self.eta > 0:
             noise = torch.randn(sample.shape, generator=generator, dtype=sample.dtype)
-            out = out + sigma * noise.to(sample.device)
+            out = out + c.sigma * noise.to(sample.device)
         return out
+
+    def _coefficients(self, t: int, like: torch.Tensor) -> _StepCoefficients:
+        """The step's scalars at t as tensors broadcasting against like, made once per
+        timestep, dtype and device: a live sampler steps 100 times a second, and
+        indexing the schedule and taking square roots each time cost a tenth of it."""
+        key = (t, like.dtype, like.device, like.dim())
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        a = self._alpha(t, like)
+        prev = self._prev_timestep(t)
+        a_prev = self._alpha(max(prev, 0), like)
+        # DDIM's sigma: eta = 1 is the ancestral step's posterior std.
+        sigma = self.eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
+        found = _StepCoefficients(
+            sqrt_a=a.sqrt(),
+            sqrt_one_minus_a=(1 - a).sqrt(),
+            last=prev < 0,
+            sqrt_a_prev=a_prev.sqrt(),
+            eps_scale=(1 - a_prev - sigma**2).clamp(min=0).sqrt(),
+            sigma=sigma,
+        )
+        self._cache[key] = found
+        return found
+
+
+@dataclass(frozen=True)
+class _StepCoefficients:
+    sqrt_a: torch.Tensor
+    sqrt_one_minus_a: torch.Tensor
+    last: bool  # the step to clean (alpha = 1): x0 is the result
+    sqrt_a_prev: torch.Tensor
+    eps_scale: torch.Tensor
+    sigma: torch.Tensor
