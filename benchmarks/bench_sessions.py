@@ -1,7 +1,7 @@
 """How many concurrent live sessions does this machine hold in real time?
 
 Usage: python -m benchmarks.bench_sessions [--sessions 1 2 3 4] [--seconds 15] [--idle]
-                                           [--url URL] [--device cpu]
+                                           [--url URL] [--device cpu] [--before PATH]
 
 Starts `facecast serve` in a subprocess (or uses --url). For each N it creates N
 sessions at 25 fps, watches each with one real aiortc peer (all N viewers live
@@ -183,26 +183,33 @@ async def _run_n(
 
 
 async def _measure(
-    url: str, server_pid: int | None, args: argparse.Namespace
-) -> list[dict[str, Any]]:
+    servers: dict[str, tuple[str, int | None]], args: argparse.Namespace
+) -> dict[str, list[dict[str, Any]]]:
+    """Records per server label; with two servers, each N runs on one and then the other
+    (alternating which goes first), so this host's drift falls on both."""
     longest = SETTLE_S + args.seconds + 5.0
     pcm = b"" if args.idle else _speech_pcm(longest)
-    await _run_n(
-        url, server_pid, 1, argparse.Namespace(seconds=2.0), pcm[: 6 * PCM_RATE * 2]
-    )  # warm-up
-    records = []
-    for n in args.sessions:
-        logger.info("%d session(s) for %.0f s", n, args.seconds)
-        records.append(await _run_n(url, server_pid, n, args, pcm))
-        logger.info(
-            "%d session(s): %s", n, {k: v for k, v in records[-1].items() if k != "per_session"}
-        )
-        await asyncio.sleep(1.0)
+    for url, pid in servers.values():  # warm-up
+        await _run_n(url, pid, 1, argparse.Namespace(seconds=2.0), pcm[: 6 * PCM_RATE * 2])
+    records: dict[str, list[dict[str, Any]]] = {label: [] for label in servers}
+    labels = list(servers)
+    for turn, n in enumerate(args.sessions):
+        for label in labels if turn % 2 == 0 else labels[::-1]:
+            url, pid = servers[label]
+            logger.info("%s: %d session(s) for %.0f s", label, n, args.seconds)
+            records[label].append(await _run_n(url, pid, n, args, pcm))
+            logger.info(
+                "%s, %d session(s): %s",
+                label,
+                n,
+                {k: v for k, v in records[label][-1].items() if k != "per_session"},
+            )
+            await asyncio.sleep(1.0)
     return records
 
 
-def _markdown(data: dict[str, Any]) -> str:
-    rows = [
+def _rows(results: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
         [
             r["sessions"],
             "yes" if r["held"] else "no",
@@ -216,8 +223,41 @@ def _markdown(data: dict[str, Any]) -> str:
             r["cpu"]["client_cores"],
             r["cpu"]["other_cores"],
         ]
-        for r in data["results"]
+        for r in results
     ]
+
+
+_COLUMNS = [
+    "N",
+    "held",
+    "recv fps mean",
+    "recv fps min",
+    "dropped per session",
+    "dropped % (worst)",
+    "frame_time_ms_p50 per session",
+    "audio underruns",
+    "server cores",
+    "client cores",
+    "other cores",
+]
+
+
+def _markdown(data: dict[str, Any]) -> str:
+    before = data.get("before")
+    before_lines = (
+        [
+            f"**Before** (`{before['root']}`, its own server, each N run beside this checkout's, "
+            f"alternating which goes first): largest N held "
+            f"{before['largest_held'] or 'none'}.",
+            "",
+            markdown_table(_COLUMNS, _rows(before["results"])),
+            "",
+            "**After** (this checkout):",
+            "",
+        ]
+        if before
+        else []
+    )
     held_n = data["largest_held"]
     speech = "idle (no speech)" if data["idle"] else "speech streamed to every session in real time"
     return "\n".join(
@@ -231,22 +271,8 @@ def _markdown(data: dict[str, Any]) -> str:
             "",
             f"**Largest N held: {held_n if held_n else 'none'}.**",
             "",
-            markdown_table(
-                [
-                    "N",
-                    "held",
-                    "recv fps mean",
-                    "recv fps min",
-                    "dropped per session",
-                    "dropped % (worst)",
-                    "frame_time_ms_p50 per session",
-                    "audio underruns",
-                    "server cores",
-                    "client cores",
-                    "other cores",
-                ],
-                rows,
-            ),
+            *before_lines,
+            markdown_table(_COLUMNS, _rows(data["results"])),
             "",
             "Server threads (cores): the event-loop thread (WebRTC packetizing and encryption, "
             "frame conversion, WebSockets) and the busiest other threads (one render executor per "
@@ -296,9 +322,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "idle": args.idle,
     }
     cap = str(max(args.sessions) + 1)
-    with serve(args.url, "--max-sessions", cap, "--session-idle-timeout", "30") as server:
-        data["server"] = {"url": server.url, "own_subprocess": server.pid is not None}
-        data["results"] = asyncio.run(_measure(server.url, server.pid, args))
+    server_args = ("--max-sessions", cap, "--session-idle-timeout", "30")
+    with contextlib.ExitStack() as stack:
+        servers = {"this": stack.enter_context(serve(args.url, *server_args))}
+        if args.before is not None:
+            servers["before"] = stack.enter_context(serve(None, *server_args, root=args.before))
+        data["server"] = {
+            "url": servers["this"].url,
+            "own_subprocess": servers["this"].pid is not None,
+        }
+        records = asyncio.run(
+            _measure({label: (h.url, h.pid) for label, h in servers.items()}, args)
+        )
+    data["results"] = records["this"]
+    if args.before is not None:
+        held = [r["sessions"] for r in records["before"] if r["held"]]
+        data["before"] = {
+            "root": str(args.before),
+            "results": records["before"],
+            "largest_held": max(held) if held else 0,
+        }
     finish_machine_info(data["machine"])
     held_ns = [r["sessions"] for r in data["results"] if r["held"]]
     data["largest_held"] = max(held_ns) if held_ns else 0
@@ -315,6 +358,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle", action="store_true", help="no speech: idle faces only")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--url", help="use this running server instead of starting one")
+    parser.add_argument(
+        "--before", type=Path, help="an older checkout: its server runs each N beside this one's"
+    )
     run_and_report(NAME, parser, run, _markdown, argv)
 
 

@@ -90,6 +90,10 @@ class PipelineConfig:
             raise ValueError(f"batch_frames must be >= 1, got {self.batch_frames}")
 
 
+def _never(pts: int) -> bool:
+    return False
+
+
 def _always(pts: int) -> bool:
     return True
 
@@ -176,6 +180,18 @@ class Pipeline:
         if self._cut_frames >= hold + release:
             self._cut_frames = None
         return MotionWindow(values, window.fps, window.pts)
+
+    def warm(self) -> None:
+        """Make what the first frames would otherwise pay for, on a throwaway pipeline
+        (its stream state is left used): the backends' graphs of the motion stages
+        (a few sampled frames of silence) and of this portrait's renderer."""
+        self.push(np.zeros(INPUT_RATE // 5, np.float32), render=_never)
+        self.flush(render=_never)
+        # Only some backends replay per-portrait graphs made after construction.
+        warm_renderer = getattr(self.renderer, "warm", None)
+        if warm_renderer is not None:
+            warm_renderer()
+        self.rest_frame()
 
     def rest_frame(self) -> Frame:
         """The face at rest with the current controls (lips together), pts -1."""

@@ -7,12 +7,11 @@ import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 from starlette.requests import HTTPConnection
 
 from engines.face.avatar import Avatar
 from engines.face.encoder import FaceEncoder
-from engines.pipeline import INPUT_RATE, Pipeline, set_threads
+from engines.pipeline import Pipeline, set_threads
 from engines.provenance import with_instance_id
 
 from .config import ServerConfig
@@ -31,18 +30,10 @@ logger = logging.getLogger(__name__)
 
 
 def _warm_engines(avatar: Avatar, config: ServerConfig) -> None:
-    """Load the motion model, sample a few frames of silence and render one frame: graph
-    backends export (or find) their graphs, and torch-cpu traces its denoiser (~0.1 s),
+    """Load the models and make the backends' graphs for the default portrait (graph
+    backends export or find theirs; torch-cpu traces its denoiser and renderer, ~1 s),
     so the first session's first frames do not pay for it."""
-    pipeline = Pipeline(avatar, config.session.pipeline)
-    silence = np.zeros(INPUT_RATE // 5, np.float32)  # 0.2 s: a few sampled frames
-    pipeline.push(silence, render=_never)
-    pipeline.flush(render=_never)
-    pipeline.rest_frame()
-
-
-def _never(pts: int) -> bool:
-    return False
+    Pipeline(avatar, config.session.pipeline).warm()
 
 
 @dataclass

@@ -7,6 +7,7 @@ over the real denoiser.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 from pathlib import Path
@@ -25,7 +26,7 @@ from engines.backends.registry import (
     frame_renderer,
     motion_stages,
 )
-from engines.backends.torch_backend import CudaFrameRenderer
+from engines.backends.torch_backend import CudaFrameRenderer, TracedFrameRenderer
 from engines.errors import BackendUnavailableError
 from engines.face.encoder import FaceEncoder, FaceEncoderConfig
 from engines.motion import MotionConfig
@@ -125,6 +126,47 @@ def test_onnxruntime_renderer_matches_torch(avatar, graph_dir: Path) -> None:
     assert frames.shape == reference.shape and frames.dtype == np.uint8
     assert np.abs(frames.astype(int) - reference.astype(int)).max() <= 1
     assert np.abs(frames[1].astype(int) - frames[0].astype(int)).max() > 50  # the motion shows
+
+
+def test_the_cpu_renderer_replays_traced_graphs_with_the_eager_pixels(avatar) -> None:
+    """torch-cpu renders eagerly, then from traced graphs (with and without the lid pass)
+    once a stream is under way: the same frames, open eyes and shut alike."""
+    traced = frame_renderer(avatar, RendererConfig(), BackendConfig())
+    assert isinstance(traced, TracedFrameRenderer)
+    eager = [FaceRenderer(avatar).render(m) for m in MOTIONS]  # the third shuts a lid
+    before = [traced.render(m) for m in MOTIONS]
+    assert traced.warm(timeout_s=60)
+    after = [traced.render(m) for m in MOTIONS]
+    for frames in (before, after):
+        for got, expected in zip(frames, eager, strict=True):
+            assert got.dtype == np.uint8 and np.array_equal(got, expected)
+    assert np.abs(after[1].astype(int) - after[0].astype(int)).max() > 50  # the motion shows
+    # Batches other than one stay eager, and agree too.
+    assert np.array_equal(traced.render(MOTIONS), np.concatenate(eager))
+
+
+def test_an_untraced_cpu_renderer_draws_eagerly_until_warmed(avatar) -> None:
+    renderer = TracedFrameRenderer(FaceRenderer(avatar), trace=False)
+    eager = FaceRenderer(avatar).render(MOTIONS[1])
+    assert np.array_equal(renderer.render(MOTIONS[1]), eager)
+    assert renderer._preparing is None and renderer._key is None  # never traced by itself
+    assert renderer.warm(timeout_s=60)
+    assert np.array_equal(renderer.render(MOTIONS[1]), eager)
+
+
+def test_traced_graphs_are_shared_by_a_portraits_sessions_and_by_no_other_portrait(
+    avatar,
+) -> None:
+    first = TracedFrameRenderer(FaceRenderer(avatar))
+    assert first.warm(timeout_s=60)
+    second = TracedFrameRenderer(FaceRenderer(avatar))
+    assert second.warm(timeout_s=5) and second._key == first._key  # found, not traced again
+    other_image = avatar.image.copy()
+    other_image[: avatar.image_size // 2] //= 2  # another portrait (darker above)
+    other = FaceRenderer(dataclasses.replace(avatar, image=other_image))
+    traced_other = TracedFrameRenderer(other)
+    assert traced_other.warm(timeout_s=60) and traced_other._key != first._key
+    assert np.array_equal(traced_other.render(MOTIONS[1]), other.render(MOTIONS[1]))
 
 
 @needs_onnxruntime

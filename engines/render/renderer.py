@@ -163,8 +163,13 @@ class FaceRenderer(nn.Module):
 
     def forward(self, motion: torch.Tensor) -> torch.Tensor:
         """motion: float (B, D) -> RGB float (B, 3, S, S) in [0, 1]."""
-        if motion.ndim != 2 or motion.shape[1] != MOTION_DIM:
-            raise ValueError(f"motion must be (B, {MOTION_DIM}), got {tuple(motion.shape)}")
+        return self.draw(motion, self.needs_lid_pass(motion))
+
+    def draw(self, motion: torch.Tensor, lids: bool) -> torch.Tensor:
+        """forward with the lid pass on or off as told: a traced graph of each (the CPU
+        backend's) replays exactly what forward draws for motion whose needs_lid_pass
+        says the same."""
+        _check_motion(motion)
         vertices, landmarks_out = self.mesh_vertices(motion)
         backward = self._backward_map(vertices - self.source_xy)  # BxRxRx2
         offsets = self._eye_offsets(landmarks_out, motion)
@@ -187,18 +192,23 @@ class FaceRenderer(nn.Module):
             align_corners=False,
         )
         out = torch.addcmul(layer[:, :3], self.background, layer[:, 3:])
-        blink = take(motion, _BLINK)
-        if self._lids_may_close(blink):
-            out = self._lighten_lids(out, landmarks_out, blink)
+        if lids:
+            out = self._lighten_lids(out, landmarks_out, take(motion, _BLINK))
         return self._paint_mouth(out, landmarks_out).clamp_(0.0, 1.0)
+
+    def needs_lid_pass(self, motion: torch.Tensor) -> bool:
+        """Whether forward runs the lid pass for motion (B, D): see _lids_may_close."""
+        _check_motion(motion)
+        return self._lids_may_close(take(motion, _BLINK))
 
     @staticmethod
     def _lids_may_close(blink: torch.Tensor) -> bool:
         """False only when every lid is at rest, where the lid pass changes no pixel.
 
         Eager CPU only: reading the value is free there, and most frames have open
-        eyes. Traced, exported or on a GPU the pass always runs (no host sync, one
-        graph for every input).
+        eyes (the CPU backend replays a traced graph with the pass and one without,
+        chosen the same way). Traced, exported or on a GPU the pass always runs (no
+        host sync, one graph for every input).
         """
         if blink.device.type != "cpu" or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return True
@@ -344,6 +354,11 @@ class FaceRenderer(nn.Module):
         batch = torch.from_numpy(np.atleast_2d(motion).astype(np.float32))
         frames = self.forward(batch.to(self.layer.device))
         return to_uint8_frames(frames).cpu().numpy()
+
+
+def _check_motion(motion: torch.Tensor) -> None:
+    if motion.ndim != 2 or motion.shape[1] != MOTION_DIM:
+        raise ValueError(f"motion must be (B, {MOTION_DIM}), got {tuple(motion.shape)}")
 
 
 def to_uint8_frames(frames: torch.Tensor) -> torch.Tensor:
