@@ -1,7 +1,7 @@
 """How many concurrent live sessions does this machine hold in real time?
 
 Usage: python -m benchmarks.bench_sessions [--sessions 1 2 3 4] [--seconds 15] [--idle]
-                                           [--url URL] [--device cpu] [--before PATH]
+                                           [--url URL] [--device cpu] [--before PATH] [--fps 25]
 
 Starts `facecast serve` in a subprocess (or uses --url). For each N it creates N
 sessions at 25 fps, watches each with one real aiortc peer (all N viewers live
@@ -85,10 +85,10 @@ def _thread_cores(pid: int | None, before: dict[int, float], seconds: float) -> 
     }
 
 
-def held(record: dict[str, Any]) -> bool:
+def held(record: dict[str, Any], fps: int) -> bool:
     """Every session received >= 95 % of its fps and the server dropped < 5 % of frames due."""
     return all(
-        s["received_fps"] >= HELD_FPS_SHARE * FPS and s["dropped_share"] < HELD_DROP_SHARE
+        s["received_fps"] >= HELD_FPS_SHARE * fps and s["dropped_share"] < HELD_DROP_SHARE
         for s in record["per_session"]
     )
 
@@ -117,14 +117,14 @@ async def _run_n(
     from server.client import FacecastClient
 
     async with FacecastClient(url) as client:
-        sessions = [await client.create_session(fps=FPS) for _ in range(n)]
+        sessions = [await client.create_session(fps=args.fps) for _ in range(n)]
         ids = [s["id"] for s in sessions]
         viewers = []
         streams: list[asyncio.Task[Any]] = []
         try:
             for sid in ids:
                 viewers.append(await client.watch(sid, keep_pixels=lambda index: False))
-            await asyncio.gather(*(v.wait_frames(FPS, timeout_s=30) for v in viewers))
+            await asyncio.gather(*(v.wait_frames(args.fps, timeout_s=30) for v in viewers))
             if pcm:
                 streams = [
                     asyncio.create_task(client.stream_pcm(sid, pcm, PCM_RATE)) for sid in ids
@@ -160,7 +160,7 @@ async def _run_n(
                 "received_fps": round(received / elapsed, 2),
                 "sent_fps": round((a["frames_sent"] - b["frames_sent"]) / elapsed, 2),
                 "dropped": dropped,
-                "dropped_share": round(dropped / (elapsed * FPS), 4),
+                "dropped_share": round(dropped / (elapsed * args.fps), 4),
                 "frame_time_ms_p50": a["stats"]["frame_time_ms_p50"],
                 "server_stats_fps": a["stats"]["fps"],
                 "pts_strictly_increasing": all(y > x for x, y in zip(pts, pts[1:], strict=False)),
@@ -178,7 +178,7 @@ async def _run_n(
         "cpu": cpu,
         "server_threads": threads,
     }
-    record["held"] = held(record)
+    record["held"] = held(record, args.fps)
     return record
 
 
@@ -190,7 +190,8 @@ async def _measure(
     longest = SETTLE_S + args.seconds + 5.0
     pcm = b"" if args.idle else _speech_pcm(longest)
     for url, pid in servers.values():  # warm-up
-        await _run_n(url, pid, 1, argparse.Namespace(seconds=2.0), pcm[: 6 * PCM_RATE * 2])
+        warm = argparse.Namespace(seconds=2.0, fps=args.fps)
+        await _run_n(url, pid, 1, warm, pcm[: 6 * PCM_RATE * 2])
     records: dict[str, list[dict[str, Any]]] = {label: [] for label in servers}
     labels = list(servers)
     for turn, n in enumerate(args.sessions):
@@ -263,10 +264,10 @@ def _markdown(data: dict[str, Any]) -> str:
     return "\n".join(
         [
             *live_header("# Concurrent live sessions held in real time", data["machine"]),
-            f"Device: {data['device']}. {FPS} fps sessions, one aiortc viewer each (all viewers in "
-            f"one client process), {speech}; measured for {data['seconds']} s per N after "
-            f"{SETTLE_S:g} s of settling. Held = every session receives >= "
-            f"{HELD_FPS_SHARE * 100:.0f} % of {FPS} fps and the server dropped < "
+            f"Device: {data['device']}. {data['fps']} fps sessions, one aiortc viewer each "
+            f"(all viewers in one client process), {speech}; measured for {data['seconds']} s "
+            f"per N after {SETTLE_S:g} s of settling. Held = every session receives >= "
+            f"{HELD_FPS_SHARE * 100:.0f} % of {data['fps']} fps and the server dropped < "
             f"{HELD_DROP_SHARE * 100:.0f} % of the frames due.",
             "",
             f"**Largest N held: {held_n if held_n else 'none'}.**",
@@ -317,7 +318,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data: dict[str, Any] = {
         "machine": live_machine_info(),
         "device": args.device,
-        "fps": FPS,
+        "fps": args.fps,
         "seconds": args.seconds,
         "idle": args.idle,
     }
@@ -356,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 3, 4], help="N values")
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per N")
     parser.add_argument("--idle", action="store_true", help="no speech: idle faces only")
+    parser.add_argument("--fps", type=int, default=FPS, help="frame rate of every session")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--url", help="use this running server instead of starting one")
     parser.add_argument(
