@@ -10,7 +10,7 @@ import torch
 
 from .base import InferenceBackend
 
-__all__ = ["BackendDenoiser", "RowMaskDenoiser", "TracedDenoiser"]
+__all__ = ["BackendDenoiser", "RowMaskDenoiser", "TracedDenoiser", "frozen_trace"]
 
 _INPUTS = ("sample", "timestep", "audio", "prev", "controls")
 _MASKS = ("drop_audio", "drop_prev", "drop_controls")
@@ -97,11 +97,19 @@ class TracedDenoiser(RowMaskDenoiser):
         with self._lock:  # sessions share one denoiser: trace each shape once
             if shapes in self._graphs or len(self._graphs) >= self.max_shapes:
                 return self._graphs.get(shapes)
-            # The trace fixes the shapes (the module's shape checks become constants,
-            # which is what the warnings say); the masks stay inputs.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                traced = torch.jit.trace(self.module, tensors, check_trace=False)
-            graph = torch.jit.freeze(traced)
+            graph = frozen_trace(self.module, tensors)  # the masks stay inputs
             self._graphs[shapes] = graph
             return graph
+
+
+def frozen_trace(
+    module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]
+) -> torch.jit.ScriptModule:
+    """module (in eval mode) traced on inputs and frozen (weights as constants).
+
+    The trace fixes the input shapes: the module's shape checks become constants,
+    which is what the TracerWarnings it would print say.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return torch.jit.freeze(torch.jit.trace(module, inputs, check_trace=False))

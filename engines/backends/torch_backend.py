@@ -2,9 +2,9 @@
 
 torch-cpu is the default and what CI runs: each session calls the modules on its
 own thread, the denoiser traced (TracedDenoiser: the same ops without
-nn.Module's per-call Python) and the renderer too once a stream is under way
-(TracedFrameRenderer: its graph runs without the GIL, so sessions render in
-parallel). torch-cuda keeps every frame on the device (no host round trip
+nn.Module's per-call Python) and the renderer replayed from per-portrait traced
+graphs once they are made (TracedFrameRenderer: they run without the GIL, so
+sessions render in parallel). torch-cuda keeps every frame on the device (no host round trip
 until the finished uint8 frame), replays a CUDA graph per batch size, copies
 frames out through pinned memory, and batches the denoiser calls of all sessions
 (CoalescingDenoiser) so N sessions cost about one launch per sampler step.
@@ -19,7 +19,6 @@ import copy
 import hashlib
 import logging
 import threading
-import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -31,7 +30,7 @@ from ..motion.space import neutral_motion
 from ..render.renderer import FaceRenderer, to_uint8_frames
 from .base import BackendProvider, FrameRenderer, InferenceBackend, MotionStages, TensorSpec
 from .batching import CoalescingDenoiser
-from .denoiser import TracedDenoiser
+from .denoiser import TracedDenoiser, frozen_trace
 
 if TYPE_CHECKING:
     from ..motion.model import MotionModel
@@ -215,10 +214,7 @@ class TracedFrameRenderer:
                         _GRAPHS.pop(next(iter(_GRAPHS)))
 
     def _trace(self, example: torch.Tensor, lids: bool) -> torch.jit.ScriptModule | None:
-        drawn = _Drawn(self.renderer, lids).eval()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            graph = torch.jit.freeze(torch.jit.trace(drawn, (example,), check_trace=False))
+        graph = frozen_trace(_Drawn(self.renderer, lids).eval(), (example,))
         for _ in range(2):  # the executor optimises the graph over its first two runs
             got = graph(example)
         error = float((got - self.renderer.draw(example, lids)).abs().max())
