@@ -49,8 +49,12 @@ _LID_CHEEK_COLOUR = 0.8
 
 @dataclass(frozen=True)
 class RendererConfig:
-    # Fixed-point steps inverting the forward warp; 3 is enough for the
-    # gradients of talking-head motion (error shrinks geometrically).
+    # Fixed-point steps inverting the forward warp. The error shrinks by the
+    # field's own stretch per step, so turns converge slowest: at yaw 0.35 the
+    # residual |s + d(s) - t| over the field is p99 1.1 px after 3 steps, 0.36
+    # after 4 and 0.004 after 8 (la_velata); each step is one bilinear read of
+    # the field, ~0.4 ms on one CPU thread. Inside an opening mouth no source
+    # pixel exists and it never converges, but the interior is painted there.
     inverse_iterations: int = 4
     # Head rotation pivot, behind the face by this share of the face width.
     pivot_depth: float = 0.55
