@@ -327,17 +327,8 @@ class FaceRenderer(nn.Module):
 
     def _backward_map(self, displacement: torch.Tensor) -> torch.Tensor:
         """Vertex displacements (B, V, 2) -> backward map (B, R, R, 2) in crop pixels."""
-        b, r = displacement.shape[0], self.field_size
-        # One gather per triangle corner: three (B, R*R, 2) reads and fused multiply-adds
-        # cost a quarter of one (B, R*R, 3, 2) gather followed by a product and a sum.
-        forward = displacement.index_select(1, self.bind_corners[0]) * self.bind_corner_weights[0]
-        for corner in (1, 2):
-            forward = forward.addcmul(
-                displacement.index_select(1, self.bind_corners[corner]),
-                self.bind_corner_weights[corner],
-            )
-        field = forward.view(b, r, r, 2)
-        target = self.field_points.expand(b, -1, -1, -1)
+        field = self._forward_field(displacement)
+        target = self.field_points.expand(field.shape[0], -1, -1, -1)
         source = target
         last = self.config.inverse_iterations - 1
         for step in range(self.config.inverse_iterations):
@@ -347,6 +338,20 @@ class FaceRenderer(nn.Module):
             # Damping the last step stops oscillation where the warp compresses strongly.
             source = update if step < last else 0.5 * (source + update)
         return source
+
+    def _forward_field(self, displacement: torch.Tensor) -> torch.Tensor:
+        """Vertex displacements (B, V, 2) -> where each field pixel's source moves to,
+        as a displacement (B, R, R, 2) in crop pixels."""
+        b, r = displacement.shape[0], self.field_size
+        # One gather per triangle corner: three (B, R*R, 2) reads and fused multiply-adds
+        # cost a quarter of one (B, R*R, 3, 2) gather followed by a product and a sum.
+        forward = displacement.index_select(1, self.bind_corners[0]) * self.bind_corner_weights[0]
+        for corner in (1, 2):
+            forward = forward.addcmul(
+                displacement.index_select(1, self.bind_corners[corner]),
+                self.bind_corner_weights[corner],
+            )
+        return forward.view(b, r, r, 2)
 
     def _read_field(self, field: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Bilinear read of a (B, R, R, 2) field at points (B, R, R, 2) -> (B, R, R, 2)."""
