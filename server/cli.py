@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     train.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="CHANNEL=W",
+        help="loss weight of one motion channel (others 1), e.g. headPitch=3; repeatable",
+    )
+    train.add_argument(
         "-o",
         "--output",
         type=Path,
@@ -193,6 +200,20 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.identified else 1
 
 
+def _channel_weights(items: list[str]) -> tuple[tuple[str, float], ...]:
+    """--weight CHANNEL=W items -> ((channel, weight), ...); ValueError names a bad one."""
+    weights = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            weights.append((name.strip(), float(value)))
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--weight takes CHANNEL=W, got {item!r}")
+    return tuple(weights)
+
+
 def _train(args: argparse.Namespace) -> None:
     from engines.training.train import TrainConfig, train  # torch training: only this command
 
@@ -203,10 +224,14 @@ def _train(args: argparse.Namespace) -> None:
         "save_every": args.save_every,
         "init_checkpoint": None if args.init is None else str(args.init),
         "lr": args.lr,
+        "channel_weights": _channel_weights(args.weight) or None,
     }
-    config = dataclasses.replace(
-        TrainConfig(), **{k: v for k, v in overrides.items() if v is not None}
-    )
+    try:
+        config = dataclasses.replace(
+            TrainConfig(), **{k: v for k, v in overrides.items() if v is not None}
+        )
+    except KeyError as exc:  # an unknown channel: its message lists the valid ones
+        raise ValueError(exc.args[0]) from None
     print(f"training {config.steps} steps (seed {config.seed})", flush=True)
     report = train(
         config,

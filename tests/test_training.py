@@ -15,12 +15,15 @@ from safetensors.torch import load_file, save_file
 
 from engines.audio.features import FEATURE_NAMES
 from engines.motion import space as ms
+from engines.motion.controls import Controls, control_state
+from engines.motion.diffusion import DDIMScheduler
 from engines.motion.model import (
     AudioEncoder,
     MotionDenoiser,
     MotionModelConfig,
     MotionNormalizer,
     MotionSampler,
+    diffusion_loss,
 )
 from engines.training.train import (
     CheckpointError,
@@ -177,3 +180,77 @@ def test_warm_start_refuses_another_model_size(tmp_path: Path) -> None:
     config = TrainConfig(**{**TINY.__dict__, "steps": 1, "init_checkpoint": str(path)})
     with pytest.raises(CheckpointError, match="model config"):
         train(config, tmp_path / "out.safetensors")
+
+
+def test_channel_weights_tilt_the_loss_towards_their_channel() -> None:
+    """Weights equal on every channel leave the loss as it is; one channel weighted up moves
+    the loss towards that channel's own error, whatever the scale of the rest."""
+    encoder, denoiser = _modules()
+    scheduler = DDIMScheduler()
+    rng = np.random.default_rng(0)
+    x0 = torch.from_numpy(rng.normal(size=(8, 8, ms.MOTION_DIM)).astype(np.float32))
+    prev = torch.from_numpy(rng.normal(size=(8, 8, ms.MOTION_DIM)).astype(np.float32))
+    features = torch.from_numpy(rng.normal(size=(8, 8, len(FEATURE_NAMES))).astype(np.float32))
+    controls = torch.from_numpy(control_state(Controls()).astype(np.float32)).expand(8, 8, -1)
+
+    def loss(weights: torch.Tensor | None) -> float:
+        with torch.no_grad():
+            audio = encoder(features)
+            generator = torch.Generator().manual_seed(4)
+            return float(
+                diffusion_loss(
+                    denoiser, scheduler, x0, audio, prev, controls, generator, 0.0, 0.0, weights
+                )
+            )
+
+    pitch = ms.index_of("headPitch")
+    plain = loss(None)
+    assert loss(torch.full((ms.MOTION_DIM,), 2.0)) == pytest.approx(plain, rel=1e-6)
+    only_pitch = torch.full((ms.MOTION_DIM,), 1e-6)
+    only_pitch[pitch] = 1.0
+    pitch_error = loss(only_pitch) / ms.MOTION_DIM  # the mean over D divided by the mean weight
+    tilted = torch.ones(ms.MOTION_DIM)
+    tilted[pitch] = 50.0
+    assert abs(loss(tilted) - pitch_error * ms.MOTION_DIM) < abs(
+        plain - pitch_error * ms.MOTION_DIM
+    )
+    assert (
+        TrainConfig(channel_weights=(("headPitch", 50.0),)).loss_weights().tolist()
+        == tilted.tolist()
+    )
+
+
+@pytest.mark.parametrize(
+    ("weight", "message"),
+    [
+        ("headPitch", "CHANNEL=W"),
+        ("headPitch=x", "CHANNEL=W"),
+        ("nodding=2", "valid names"),
+        ("headPitch=0", "positive"),
+        ("headPitch=nan", "positive"),
+    ],
+)
+def test_cli_train_refuses_a_bad_weight_before_any_work(
+    tmp_path: Path, weight: str, message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "train", "--steps", "5", "--weight", weight]
+        + ["-o", str(tmp_path / "x.safetensors")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "training" not in result.stdout and not (tmp_path / "x.safetensors").exists()
+
+
+@needs_flite
+def test_training_applies_and_records_the_channel_weights(tiny_run, tmp_path: Path) -> None:
+    weighted = TrainConfig(
+        **{**TINY.__dict__, "steps": 5, "channel_weights": (("headPitch", 4.0),)}
+    )
+    report = train(weighted, tmp_path / "w.safetensors")
+    assert report.losses != tiny_run.losses[:5]  # same seed, same draws: only the weights differ
+    meta = load_checkpoint(report.checkpoint)[4]
+    assert [list(pair) for pair in meta["train"]["channel_weights"]] == [["headPitch", 4.0]]

@@ -234,6 +234,7 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     p_drop: float = 0.1,
     p_stream: float = 0.0,
+    channel_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MSE between predicted and true v at a random timestep per row; a scalar Tensor.
 
@@ -241,7 +242,9 @@ def diffusion_loss(
     controls (B, W, E). Each condition is dropped with probability p_drop per
     row, independently, so the nulls learn to serve guidance. With probability
     p_stream a row hears only its first N frames (N uniform in 1..W): the rest
-    get null audio, as when the sampler streams.
+    get null audio, as when the sampler streams. channel_weights (D,) > 0 weigh
+    each motion channel's squared error, divided by their mean so that the loss
+    keeps its scale: weighting a channel up trains it at the others' expense.
     """
     b, w = x0.shape[:2]
     t = torch.randint(0, scheduler.num_train_timesteps, (b,), generator=generator)
@@ -255,7 +258,11 @@ def diffusion_loss(
     t = t.to(x0.device)
     x_t = scheduler.add_noise(x0, noise, t)
     out = denoiser(x_t, t, audio, prev, controls, drop_audio, *drop_rest)
-    return nn.functional.mse_loss(out, scheduler.training_target(x0, noise, t))
+    target = scheduler.training_target(x0, noise, t)
+    if channel_weights is None:
+        return nn.functional.mse_loss(out, target)
+    weights = channel_weights.to(out)
+    return ((out - target).square() * weights).mean() / weights.mean()
 
 
 class MotionSampler:
