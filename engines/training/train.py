@@ -122,7 +122,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, weight in self.channel_weights:
-            ms.index_of(name)  # KeyError names the valid channels
+            try:
+                ms.index_of(name)
+            except (
+                KeyError
+            ) as exc:  # a bad config value, not a missing key: its message lists the names
+                raise ValueError(exc.args[0]) from None
             if not (math.isfinite(weight) and weight > 0):
                 raise ValueError(f"loss weight of {name} must be a positive number, got {weight}")
 
